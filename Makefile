@@ -1,0 +1,75 @@
+# Self-documenting Makefile: `make` (or `make help`) lists the stages.
+# Every stage is `python -m pipeline.<stage> --config $(CONFIG)`; CONFIG is a shipped name
+# (pipeline/configs/<name>.yaml) or a path. Add settings with SET="train.epochs=2 images.workers=1".
+
+CONFIG ?= demo
+SET ?=
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OVERRIDES := $(foreach s,$(SET),--set $(s))
+STAGE = $(PY) -m pipeline.$(1) --config $(CONFIG) $(OVERRIDES)
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test panel images train predict evaluate gradcam ablations report \
+        replicate bench-panel bench-render bench-train clean-demo
+
+help: ## list the targets
+	@echo "Stages (CONFIG=$(CONFIG); CONFIG=stooq_i20r20 for the shared real panel):"
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch (a plain `torch` would pull a several-GB CUDA build).
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the package (done automatically by every target)
+
+demo: $(STAMP) ## the whole pipeline on the embedded synthetic market (CONFIG=demo)
+	$(MAKE) --no-print-directory panel images train predict evaluate gradcam ablations report CONFIG=$(CONFIG) SET="$(SET)"
+
+test: $(STAMP) ## run the test suite
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+panel: $(STAMP) ## source files -> canonical daily panel (Parquet by year)
+	$(call STAGE,panel)
+
+images: $(STAMP) ## panel -> chart images + labels (memory-mapped arrays, Parquet) + contact sheets
+	$(call STAGE,images)
+
+train: $(STAMP) ## images -> CNN ensemble (checkpoints, per-epoch logs)
+	$(call STAGE,train)
+
+predict: $(STAMP) ## models + images -> out-of-sample P(up) per image
+	$(call STAGE,predict)
+
+evaluate: $(STAMP) ## predictions + panel -> metrics, decile portfolios, benchmarks, tables, figures
+	$(call STAGE,evaluate)
+
+gradcam: $(STAMP) ## models + images -> Grad-CAM maps and the Figure-12 panel
+	$(call STAGE,gradcam)
+
+ablations: $(STAMP) ## Table-18 variants: train, evaluate, tabulate
+	$(call STAGE,ablations)
+
+report: $(STAMP) ## all artifacts -> one HTML and one PDF report in reports/<name>/
+	$(call STAGE,report)
+
+replicate: $(STAMP) ## real-data I20/R20 replication on ../shared/data (CONFIG=stooq_i20r20)
+	$(MAKE) --no-print-directory panel images train predict evaluate report CONFIG=stooq_i20r20 SET="$(SET)"
+
+bench-panel: $(STAMP) ## rows/s turning the shared 11.6M-row Stooq extract into the panel
+	$(PY) -m benchmarks.bench_panel
+
+bench-render: $(STAMP) ## images/s for I5/I20/I60 drawing, and the whole monthly I20 stage
+	$(PY) -m benchmarks.bench_render
+
+bench-train: $(STAMP) ## training/inference images/s, FLOPs per image, fraction of measured peak
+	$(PY) -m benchmarks.bench_train
+
+clean-demo: ## delete the demo's artifacts
+	rm -rf data/demo reports/demo

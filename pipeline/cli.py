@@ -1,0 +1,55 @@
+"""Shared command-line entry for the stages: ``python -m pipeline.<stage> --config X --set k=v``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from pipeline.config import Config, ConfigError, load_config
+
+log = logging.getLogger("pipeline")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def parse_args(description: str, argv: list[str] | None = None,
+               extra: Callable[[argparse.ArgumentParser], None] | None = None
+               ) -> tuple[Config, argparse.Namespace]:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", default=None,
+                   help="experiment YAML (a path, or the name of a shipped config such as 'demo')")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set train.epochs=2 (repeatable)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    if extra:
+        extra(p)
+    args = p.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return cfg, args
+
+
+def run_stage(description: str, body: Callable[[Config, argparse.Namespace], object],
+              argv: list[str] | None = None,
+              extra: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """Parse arguments, run ``body(cfg, args)``; expected user errors exit 2 with one clear line."""
+    cfg, args = parse_args(description, argv, extra)
+    try:
+        body(cfg, args)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        if args.verbose:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,113 @@
+"""Atomic artifact writing and stage completion markers.
+
+Every artifact is written to a temporary file in the destination folder and renamed into place, so
+an interrupted run never leaves a half-written file under the final name. A stage (or one task of a
+stage) records completion with a small JSON marker holding the hash of the settings it ran with;
+a rerun with the same hash skips the work, a different hash redoes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (pd.Timestamp,)):
+        return o.isoformat()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def write_parquet(path: str | Path, df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def write_npy(path: str | Path, array: np.ndarray) -> None:
+    """Save an array as ``.npy`` (memory-mappable with ``np.load(mmap_mode='r')``)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+
+
+def write_figure(path: str | Path, fig: Any, **kwargs: Any) -> None:
+    """Save a matplotlib figure atomically (format from the suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    kwargs.setdefault("dpi", 150)
+    kwargs.setdefault("bbox_inches", "tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip("."), **kwargs)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Completion markers
+
+
+def marker_path(directory: str | Path, name: str = "_DONE") -> Path:
+    return Path(directory) / f"{name}.json"
+
+
+def is_done(directory: str | Path, settings_hash: str, name: str = "_DONE") -> bool:
+    """True if ``directory`` holds a completion marker written with the same settings hash."""
+    p = marker_path(directory, name)
+    if not p.exists():
+        return False
+    try:
+        return read_json(p).get("hash") == settings_hash
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def mark_done(directory: str | Path, settings_hash: str, name: str = "_DONE", **info: Any) -> None:
+    write_json(marker_path(directory, name), {"hash": settings_hash, **info})
