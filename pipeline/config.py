@@ -18,6 +18,7 @@ traced back to the exact settings that produced it.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import types
@@ -213,6 +214,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is float:
+        if isinstance(value, str):
+            # PyYAML follows YAML 1.1, which reads 1e-4 (no dot) as a string: accept it as a number.
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -225,6 +232,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
     if tp is str:
+        if isinstance(value, datetime.date):  # YAML reads an unquoted 2019-01-01 as a date
+            return value.isoformat()
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return str(value)
@@ -253,7 +262,10 @@ def _parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like section.key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except (yaml.YAMLError, ValueError) as e:  # e.g. an impossible date such as 2019-13-01
+        raise ConfigError(f"override '{text}': cannot parse the value of '{key}': {e}") from None
     out: dict = {}
     node = out
     parts = key.strip().split(".")

@@ -27,6 +27,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    # mkstemp creates 0600 files; give artifacts the usual permissions (0666 minus the umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -66,9 +70,10 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
-def write_parquet(path: str | Path, df: pd.DataFrame) -> None:
+def write_parquet(path: str | Path, df: pd.DataFrame, **kwargs: Any) -> None:
+    """Write ``df`` atomically; ``kwargs`` go to ``DataFrame.to_parquet`` (e.g. ``use_dictionary``)."""
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
+        df.to_parquet(tmp, index=False, **kwargs)
 
 
 def write_npy(path: str | Path, array: np.ndarray) -> None:

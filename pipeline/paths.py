@@ -35,7 +35,9 @@ def run_dir(cfg: Config, model: str | None = None) -> Path:
 
 
 def eval_dir(cfg: Config, model: str | None = None) -> Path:
-    return cfg.experiment_dir / "eval" / run_name(cfg, model)
+    """Evaluation of a run; the top-500 universe gets its own folder so both can coexist."""
+    suffix = "_top500" if cfg.evaluate.top500 else ""
+    return cfg.experiment_dir / "eval" / f"{run_name(cfg, model)}{suffix}"
 
 
 def gradcam_dir(cfg: Config) -> Path:

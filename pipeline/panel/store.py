@@ -112,7 +112,10 @@ def write_panel(directory: str | Path, df: pd.DataFrame, stocks: pd.DataFrame,
     uniq = np.unique(years)
     for y in uniq:
         part = df[years == y]
-        write_parquet(directory / f"year={int(y)}" / "part.parquet", part)
+        # Dictionary-encode only the low-cardinality columns: trying it on the float columns
+        # roughly doubles the write time of an 11M-row panel for no size gain.
+        write_parquet(directory / f"year={int(y)}" / "part.parquet", part,
+                      use_dictionary=["stock_id", "exchange", "source"])
     write_parquet(directory / "stocks.parquet", stocks.reset_index(drop=True))
     meta.n_rows = int(len(df))
     meta.n_stocks = int(df["stock_id"].nunique())

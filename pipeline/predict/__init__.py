@@ -1,0 +1,1 @@
+"""Prediction stage: the trained ensemble applied to every test-year image."""

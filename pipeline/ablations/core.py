@@ -1,0 +1,197 @@
+"""Table-18 ablations (METHOD.md section 9): train, predict and evaluate each variant, then tabulate.
+
+Every variant changes only the model (a registry name); data, split, seeds, training settings and the
+ensemble size (``ablations.ensemble``, default the baseline's ``train.ensemble``) are shared.
+
+Where the runs live: the ablation experiment is the parent experiment relocated to
+``data/<name>/ablations/`` (``data_dir = data/<name>``, ``name = ablations``), whose ``images`` and
+``panel`` folders are relative symbolic links to the parent's. So every stage function resolves its
+paths unchanged (``paths.run_dir`` -> ``data/<name>/ablations/runs/<variant>_R20``), the variant runs
+never touch the main experiment's runs (the baseline is retrained here with the ablation's ensemble
+size, so all rows share identical settings), and each variant is resumable because the train,
+predict and evaluate stage functions are. Benchmark strategies are not evaluated for the variants
+(Table 18 needs none of them; ``evaluate.benchmarks`` is emptied in the ablation config).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from pipeline import paths
+from pipeline.config import Config, ConfigError, save_resolved
+from pipeline.io import read_json
+
+log = logging.getLogger(__name__)
+
+LINKED_INPUTS = ("panel", "images")  # parent-experiment folders the ablation experiment reads
+
+
+def ablation_models(cfg: Config) -> list[str]:
+    """The variants to run: ``ablations.variants``, or every Table-18 row of the registry.
+
+    Unknown names are a ConfigError naming them and the valid names; duplicates are dropped
+    (first occurrence kept).
+    """
+    from pipeline.models.registry import TABLE18, list_models
+
+    names = [r.model for r in TABLE18] if cfg.ablations.variants is None else cfg.ablations.variants
+    known = set(list_models())
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise ConfigError(f"'ablations.variants' has unknown model(s) {bad}; registered: {list_models()}")
+    if not names:
+        raise ConfigError("'ablations.variants' is empty; leave it unset for every Table-18 variant")
+    return list(dict.fromkeys(names))
+
+
+def ablation_config(cfg: Config) -> Config:
+    """The ablation experiment's config: relocated to ``paths.ablations_dir(cfg)``, ensemble size
+    ``ablations.ensemble`` (or ``train.ensemble``), no benchmark strategies. ``cfg`` is not changed."""
+    a = copy.deepcopy(cfg)
+    d = paths.ablations_dir(cfg)
+    a.data_dir, a.name = str(d.parent), d.name
+    if cfg.ablations.ensemble is not None:
+        if cfg.ablations.ensemble < 1:
+            raise ConfigError(f"'ablations.ensemble' must be >= 1, got {cfg.ablations.ensemble}")
+        a.train.ensemble = cfg.ablations.ensemble
+    a.evaluate.benchmarks = []
+    assert a.experiment_dir == d
+    return a
+
+
+def variant_config(acfg: Config, model: str) -> Config:
+    """``acfg`` (the ablation config) training ``model`` instead of the baseline."""
+    v = copy.deepcopy(acfg)
+    v.train.model = model
+    return v
+
+
+def link_inputs(cfg: Config) -> None:
+    """Create ``ablations/{panel,images}`` as relative links to the parent experiment's folders.
+
+    An existing correct link is kept; a real folder or a link elsewhere under that name is an error
+    (never overwritten). A parent folder that does not exist yet is linked anyway (the link resolves
+    once the stage that writes it has run), so the error then comes from the stage that reads it.
+    """
+    d = paths.ablations_dir(cfg)
+    d.mkdir(parents=True, exist_ok=True)
+    for name in LINKED_INPUTS:
+        link = d / name
+        target = Path("..") / name
+        if link.is_symlink():
+            if Path(os.readlink(link)) == target:
+                continue
+            raise FileExistsError(f"{link} links to {os.readlink(link)}, expected {target}")
+        if link.exists():
+            raise FileExistsError(f"{link} exists and is not a link to {target}; move it away")
+        tmp = d / f".{name}.link.tmp"
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(target, tmp, target_is_directory=True)
+        os.replace(tmp, link)  # atomic: the link appears whole or not at all
+
+
+def run_variant(vcfg: Config, threads: int | None = None) -> dict[str, float]:
+    """Train, predict and evaluate one variant (each stage resumable); return its Table-18 metrics.
+
+    ``threads``: torch intra-op threads when ``train.threads`` is unset (parallel variants share the
+    cores); threads do not enter the training settings hash, so finished members are still reused.
+    """
+    from pipeline.evaluate.core import evaluate_run
+    from pipeline.predict.core import predict_run
+    from pipeline.train.loop import train_run
+
+    if threads is not None and vcfg.train.threads is None:
+        vcfg = copy.deepcopy(vcfg)
+        vcfg.train.threads = threads
+    model = vcfg.train.model
+    log.info("ablation %s: train", model)
+    train_run(vcfg)
+    log.info("ablation %s: predict", model)
+    predict_run(vcfg)
+    log.info("ablation %s: evaluate", model)
+    evaluate_run(vcfg)
+    return read_variant_metrics(vcfg)
+
+
+def read_variant_metrics(vcfg: Config) -> dict[str, float]:
+    """Table-18 metrics of a finished variant from its run summary.json and eval metrics.json."""
+    from pipeline.ablations.table import variant_metrics
+
+    run, ev = paths.run_dir(vcfg), paths.eval_dir(vcfg)
+    for p in (run / "summary.json", ev / "metrics.json"):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} not found: variant {vcfg.train.model} is not finished")
+    return variant_metrics(read_json(run / "summary.json"), read_json(ev / "metrics.json"),
+                           where=vcfg.train.model)
+
+
+def _job(vcfg: Config, threads: int | None) -> dict[str, float]:
+    """Process-pool entry (top level so it can be sent to a spawned process)."""
+    from pipeline.cli import setup_logging
+
+    setup_logging()
+    return run_variant(vcfg, threads)
+
+
+def run_ablations(cfg: Config) -> Path:
+    """Run every variant (``ablations.parallel`` processes), then write table18.{csv,md,tex}.
+
+    Variants that fail are logged with their traceback; the table is still written with the
+    variants that finished (the others shown as not run) and then a RuntimeError names the failures.
+    Returns the ablations directory.
+    """
+    from pipeline.ablations.table import PAPER_ENSEMBLE, write_table18
+
+    models = ablation_models(cfg)
+    acfg = ablation_config(cfg)
+    link_inputs(cfg)
+    out = paths.ablations_dir(cfg)
+    save_resolved(acfg, out)
+    parallel = max(1, int(cfg.ablations.parallel))
+    log.info("ablations: %d variant(s), ensemble %d, %d in parallel, in %s", len(models),
+             acfg.train.ensemble, parallel, out)
+    results: dict[str, dict[str, float]] = {}
+    failed: dict[str, str] = {}
+    jobs = {m: variant_config(acfg, m) for m in models}
+    if parallel == 1 or len(models) == 1:
+        for m, v in jobs.items():
+            try:
+                results[m] = run_variant(v)
+            except Exception:  # noqa: BLE001 - one failed variant must not lose the others
+                failed[m] = traceback.format_exc()
+                log.error("ablation %s failed:\n%s", m, failed[m])
+    else:
+        import multiprocessing as mp
+
+        threads = max(1, (os.cpu_count() or 1) // parallel)
+        # spawn, not fork: torch's thread pools do not survive a fork safely.
+        with ProcessPoolExecutor(max_workers=parallel, mp_context=mp.get_context("spawn")) as ex:
+            futs = {ex.submit(_job, v, threads): m for m, v in jobs.items()}
+            for f in as_completed(futs):
+                m = futs[f]
+                try:
+                    results[m] = f.result()
+                    log.info("ablation %s done", m)
+                except Exception:  # noqa: BLE001
+                    failed[m] = traceback.format_exc()
+                    log.error("ablation %s failed:\n%s", m, failed[m])
+    extra = [f"Data: experiment '{cfg.name}' (panel source {cfg.panel.source}), split "
+             f"{cfg.train.split}, image set {cfg.train.image_set}, horizon R{cfg.train.horizon}."]
+    if cfg.train.split != "ssrn":
+        extra.append("The paper's numbers are for the SSRN split (test 2000-2019).")
+    if acfg.train.ensemble != PAPER_ENSEMBLE and not results:
+        extra.append(f"Configured ensemble size {acfg.train.ensemble} (paper: {PAPER_ENSEMBLE}).")
+    if failed:
+        extra.append(f"Failed (see the stage log): {', '.join(m for m in models if m in failed)}.")
+    write_table18(out, {m: results[m] for m in models if m in results}, extra_notes=extra)
+    log.info("ablations: table18.{csv,md,tex} in %s", out)
+    if failed:
+        raise RuntimeError(f"{len(failed)} ablation variant(s) failed: {sorted(failed)} "
+                           f"(tracebacks in the log above); table written without them")
+    return out

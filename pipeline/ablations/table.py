@@ -1,0 +1,207 @@
+"""Table 18 (SSRN, I20/R20) from per-variant metrics: a pure function, then CSV / Markdown / LaTeX.
+
+Layout (METHOD 9): grouped rows "Parameter (baseline) | Variant", columns Loss V, Loss T, Acc V,
+Acc T, Spearman, Pearson, SR EW, SR VW. In the Markdown and LaTeX tables every cell reads
+"project (paper)"; the CSV is tidy and numeric, with a ``<metric>_paper`` column beside each metric.
+The paper's numbers come from :mod:`pipeline.paper_numbers` (SSRN Table 18, transcribed in METHOD 9).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+METRICS = ("loss_v", "loss_t", "acc_v", "acc_t", "spearman", "pearson", "sr_ew", "sr_vw")
+HEADERS = ("Loss V", "Loss T", "Acc V", "Acc T", "Spearman", "Pearson", "SR EW", "SR VW")
+DECIMALS = (3, 3, 3, 3, 3, 3, 2, 2)
+PAPER_ENSEMBLE = 5
+OTHER_GROUP = "Other"
+
+
+def variant_metrics(run_summary: Mapping[str, Any], eval_metrics: Mapping[str, Any],
+                    where: str = "variant") -> dict[str, float]:
+    """One Table-18 row from a run's ``summary.json`` and its evaluation's ``metrics.json``.
+
+    V columns = members' mean best-epoch validation loss / accuracy (``val_loss_mean``,
+    ``val_acc_mean``); T columns, correlations and Sharpe ratios = the ensemble on the test set
+    (``loss``, ``accuracy``, ``spearman``, ``pearson``, ``sharpe_ew``, ``sharpe_vw``).
+    ``members`` = number of ensemble members. A missing key is an error naming it and ``where``.
+    """
+    def get(d: Mapping[str, Any], key: str, file: str) -> Any:
+        if key not in d:
+            raise ValueError(f"{where}: {file} has no key {key!r}")
+        return d[key]
+
+    out = {
+        "loss_v": get(run_summary, "val_loss_mean", "summary.json"),
+        "acc_v": get(run_summary, "val_acc_mean", "summary.json"),
+        "loss_t": get(eval_metrics, "loss", "metrics.json"),
+        "acc_t": get(eval_metrics, "accuracy", "metrics.json"),
+        "spearman": get(eval_metrics, "spearman", "metrics.json"),
+        "pearson": get(eval_metrics, "pearson", "metrics.json"),
+        "sr_ew": get(eval_metrics, "sharpe_ew", "metrics.json"),
+        "sr_vw": get(eval_metrics, "sharpe_vw", "metrics.json"),
+    }
+    res: dict[str, float] = {k: (math.nan if v is None else float(v)) for k, v in out.items()}
+    res["members"] = len(get(run_summary, "members", "summary.json"))
+    return res
+
+
+def _default_rows() -> list[tuple[str, str, str]]:
+    from pipeline.models.registry import TABLE18
+
+    return [(r.group, r.label, r.model) for r in TABLE18]
+
+
+def _default_paper(model: str) -> Mapping[str, float] | None:
+    from pipeline.paper_numbers import table18_reference
+
+    return table18_reference(model)
+
+
+def build_table18(results: Mapping[str, Mapping[str, float]],
+                  rows: Sequence[tuple[str, str, str]] | None = None,
+                  paper: Callable[[str], Mapping[str, float] | None] | None = None) -> pd.DataFrame:
+    """The tidy Table-18 frame, one row per Table-18 entry in the paper's order.
+
+    Args:
+        results: model name -> {loss_v, loss_t, acc_v, acc_t, spearman, pearson, sr_ew, sr_vw,
+            members} (see :func:`variant_metrics`); models not run are simply absent.
+        rows: (group, variant label, model name) in display order; default the registry's TABLE18
+            (first row the baseline). Results for models not in ``rows`` are appended in a group
+            "Other" labelled by model name, so nothing that was run is dropped.
+        paper: model name -> the paper's metrics or None; default SSRN Table 18.
+
+    Returns:
+        DataFrame with columns group, variant, model, run (bool), members (float, NaN if not run),
+        then for each metric m in METRICS: m (NaN if not run) and m_paper (NaN if not reported).
+    """
+    rows = list(_default_rows() if rows is None else rows)
+    paper = _default_paper if paper is None else paper
+    listed = {m for _, _, m in rows}
+    rows += [(OTHER_GROUP, m, m) for m in results if m not in listed]
+    records = []
+    for group, label, model in rows:
+        r = results.get(model)
+        p = paper(model) or {}
+        rec: dict[str, Any] = {"group": group, "variant": label, "model": model,
+                               "run": r is not None,
+                               "members": float(r["members"]) if r is not None else math.nan}
+        for m in METRICS:
+            if r is not None and m not in r:
+                raise ValueError(f"results for {model!r} lack metric {m!r}")
+            rec[m] = float(r[m]) if r is not None else math.nan
+            rec[f"{m}_paper"] = float(p[m]) if p.get(m) is not None else math.nan
+        records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+def table18_notes(frame: pd.DataFrame, extra: Sequence[str] = ()) -> list[str]:
+    """Notes printed under the table: cell format, ensemble sizes if not 5, variants not run."""
+    notes = ["Each cell: this project (paper, SSRN Table 18). V = members' mean best-epoch validation "
+             "metric; T, correlations and Sharpe ratios = the ensemble on the test set; — = not run or not "
+             "computable (e.g. no decile portfolio could be formed)."]
+    run = frame[frame["run"]]
+    sizes = sorted({int(m) for m in run["members"]})
+    if sizes and sizes != [PAPER_ENSEMBLE]:
+        if len(sizes) == 1:
+            notes.append(f"Ensembles of {sizes[0]} member{'s' if sizes[0] != 1 else ''} "
+                         f"(paper: {PAPER_ENSEMBLE}).")
+        else:
+            per = ", ".join(f"{m}: {int(k)}" for m, k in zip(run["model"], run["members"]))
+            notes.append(f"Ensemble sizes differ between variants ({per}; paper: {PAPER_ENSEMBLE}).")
+    missing = frame.loc[~frame["run"], "model"].tolist()
+    if missing:
+        notes.append(f"Not run: {', '.join(missing)}.")
+    notes.extend(extra)
+    return notes
+
+
+def _fmt(v: float, decimals: int) -> str:
+    return "—" if v is None or math.isnan(v) else f"{v:.{decimals}f}"
+
+
+def _cells(rec: pd.Series) -> list[str]:
+    out = []
+    for m, d in zip(METRICS, DECIMALS):
+        ours, theirs = _fmt(rec[m], d), rec[f"{m}_paper"]
+        out.append(ours if math.isnan(theirs) else f"{ours} ({theirs:.{d}f})")
+    return out
+
+
+def _grouped(frame: pd.DataFrame) -> list[tuple[str, str, list[str], bool]]:
+    """(parameter cell, variant cell, metric cells, is_baseline) with the group shown once."""
+    out = []
+    prev = None
+    for i, rec in frame.iterrows():
+        first = rec["group"] != prev
+        prev = rec["group"]
+        out.append((rec["group"] if first else "", rec["variant"], _cells(rec), i == 0))
+    return out
+
+
+def to_markdown(frame: pd.DataFrame, notes: Sequence[str] = ()) -> str:
+    """GitHub Markdown table in the paper's layout (baseline row in bold), notes below."""
+    head = ["Parameter (baseline)", "Variant", *HEADERS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for group, variant, cells, base in _grouped(frame):
+        row = [group, variant, *cells]
+        if base:
+            row = [f"**{c}**" if c else c for c in row]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    text = "\n".join(lines) + "\n"
+    if notes:
+        text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    return text
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}", "×": r"$\times$", "—": "---"}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX special characters (and typeset × and —) in plain text."""
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def to_latex(frame: pd.DataFrame, notes: Sequence[str] = ()) -> str:
+    """A booktabs ``tabular`` in the paper's layout (baseline row in bold), notes as table rows."""
+    n_cols = 2 + len(HEADERS)
+    lines = [r"\begin{tabular}{ll" + "r" * len(HEADERS) + "}", r"\toprule",
+             " & ".join(["Parameter (baseline)", "Variant", *HEADERS]) + r" \\", r"\midrule"]
+    prev_group = None
+    for group, variant, cells, base in _grouped(frame):
+        if group and prev_group is not None:
+            lines.append(r"\addlinespace")
+        prev_group = group or prev_group
+        row = [latex_escape(c) for c in (group, variant, *cells)]
+        if base:
+            row = [rf"\textbf{{{c}}}" if c else c for c in row]
+        lines.append(" & ".join(row) + r" \\")
+    lines.append(r"\bottomrule")
+    for n in notes:
+        lines.append(rf"\multicolumn{{{n_cols}}}{{p{{0.95\linewidth}}}}{{\footnotesize "
+                     rf"{latex_escape(n)}}} \\")
+    lines.append(r"\end{tabular}")
+    return "\n".join(lines) + "\n"
+
+
+def write_table18(directory: str | Path, results: Mapping[str, Mapping[str, float]],
+                  extra_notes: Sequence[str] = (),
+                  rows: Sequence[tuple[str, str, str]] | None = None) -> pd.DataFrame:
+    """Write table18.csv (tidy), table18.md and table18.tex into ``directory`` atomically."""
+    from pipeline.io import atomic_write_text
+
+    frame = build_table18(results, rows)
+    notes = table18_notes(frame, extra_notes)
+    d = Path(directory)
+    atomic_write_text(d / "table18.csv", frame.to_csv(index=False))
+    atomic_write_text(d / "table18.md", "# Table 18: CNN architecture ablations (I20/R20)\n\n"
+                      + to_markdown(frame, notes))
+    atomic_write_text(d / "table18.tex", to_latex(frame, notes))
+    return frame

@@ -1,0 +1,375 @@
+"""Evaluate one run: predictions + panel -> metrics, portfolios, benchmarks, tables, figures.
+
+    evaluate_run(cfg, model=None) -> dict   (the metrics.json content)
+
+reads ``paths.run_dir(cfg, model)/predictions.parquet`` and the canonical panel, and writes into
+``paths.eval_dir(cfg, model)``::
+
+    metrics.json            pooled classification metrics, date-averaged correlations, H-L summary
+                            per weighting for the CNN and every benchmark, sample counts
+    portfolios.parquet      date, strategy ('CNN', 'MOM', ...), weighting ('ew'|'vw'),
+                            decile ('1'..'10', 'H-L'), ret (per period, decimal), n (stocks)
+    turnover.json           monthly H-L turnover (%) per strategy and weighting
+    turnover_by_date.parquet  date, strategy, weighting, turnover (fraction per rebalance)
+    tables/deciles.{csv,md,tex}, tables/deciles_<BENCH>.*, tables/benchmarks.{csv,md,tex}
+    figures/deciles.png, figures/cumulative_hl.png, figures/p_up_hist.png
+    config.yaml, _DONE.json (settings hash: reruns with unchanged inputs do nothing)
+
+The label/return column is ``ret_{label_suffix(horizon, label_return)}``; the rebalance frequency
+follows the horizon (R5 weekly, R20 monthly, R60 quarterly).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import paths
+from pipeline.config import Config, save_resolved, section_hash
+from pipeline.evaluate import plots, tables
+from pipeline.evaluate.benchmarks import benchmark_signals
+from pipeline.evaluate.conventions import (HL, conventions_text, frequency_of_horizon,
+                                           periods_per_year, weighting_label)
+from pipeline.evaluate.metrics import classification_metrics, correlations_by_date, mean_correlations
+from pipeline.evaluate.portfolios import SignalEvaluation, evaluate_signal
+from pipeline.images.store import label_suffix
+from pipeline.io import is_done, mark_done, read_json, write_figure, write_json, write_parquet
+from pipeline.panel import store
+from pipeline.paper_numbers import (classification_reference, cnn_reference, decile_reference,
+                                    hl_reference)
+
+log = logging.getLogger(__name__)
+
+TOP_N = 500
+
+
+class PredictionsMismatchError(ValueError):
+    """The predictions table does not match the panel (duplicates, unknown stocks or dates)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Input checks
+
+
+def _rows_text(df: pd.DataFrame, mask: np.ndarray, limit: int = 5) -> str:
+    idx = np.flatnonzero(mask)[:limit]
+    items = [f"row {int(i)} (stock_id={df['stock_id'].iat[i]}, "
+             f"date={pd.Timestamp(df['date'].iat[i]).date()})" for i in idx]
+    more = int(mask.sum()) - len(idx)
+    return "; ".join(items) + (f"; and {more} more" if more > 0 else "")
+
+
+def validate_predictions(pred: pd.DataFrame, panel_keys: pd.DataFrame,
+                         where: str = "predictions") -> None:
+    """Refuse predictions that do not match the panel, naming the offending rows.
+
+    Checks, in order: duplicate (stock_id, date) rows; stock_ids absent from the panel; dates on
+    which the panel has no record at all; (stock_id, date) pairs that are not panel records (an image
+    date is always one of the stock's records, METHOD 2.7).
+
+    Args:
+        pred: predictions with stock_id, date (row numbers in messages are positions in ``pred``).
+        panel_keys: panel rows (stock_id, date) covering at least the predictions' years.
+    Raises:
+        PredictionsMismatchError naming the first offending rows and their count.
+    """
+    dup = pred.duplicated(["stock_id", "date"], keep=False).to_numpy()
+    if dup.any():
+        raise PredictionsMismatchError(
+            f"{where}: {int(dup.sum())} rows share a (stock_id, date) with another row: "
+            + _rows_text(pred, dup))
+    unknown_stock = ~pred["stock_id"].isin(pd.unique(panel_keys["stock_id"])).to_numpy()
+    if unknown_stock.any():
+        ids = sorted(pd.unique(pred["stock_id"].to_numpy()[unknown_stock]).tolist())
+        raise PredictionsMismatchError(
+            f"{where}: {int(unknown_stock.sum())} rows have stock_ids not in the panel "
+            f"({ids[:10]}{' ...' if len(ids) > 10 else ''}): " + _rows_text(pred, unknown_stock))
+    unknown_date = ~pred["date"].isin(pd.unique(panel_keys["date"])).to_numpy()
+    if unknown_date.any():
+        raise PredictionsMismatchError(
+            f"{where}: {int(unknown_date.sum())} rows have dates on which the panel has no record: "
+            + _rows_text(pred, unknown_date))
+    pidx = pd.MultiIndex.from_arrays([panel_keys["stock_id"].to_numpy(), panel_keys["date"].to_numpy()])
+    found = pidx.get_indexer(pd.MultiIndex.from_arrays([pred["stock_id"].to_numpy(),
+                                                         pred["date"].to_numpy()]))
+    if (found < 0).any():
+        bad = found < 0
+        raise PredictionsMismatchError(
+            f"{where}: {int(bad.sum())} rows are not panel records (the stock has no record on that "
+            "date): " + _rows_text(pred, bad))
+
+
+def read_predictions(path: Path, ret_col: str, need_cap: bool) -> pd.DataFrame:
+    """Read predictions.parquet and check the columns the evaluation needs."""
+    if not path.exists():
+        raise FileNotFoundError(f"no predictions at {path}: run `make predict` first")
+    pred = pd.read_parquet(path)
+    if pred.empty:
+        raise ValueError(f"{path}: the predictions table has no rows")
+    need = ["stock_id", "date", "p_up", ret_col] + (["mktcap"] if need_cap else [])
+    missing = [c for c in need if c not in pred.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}")
+    if not np.issubdtype(pred["date"].dtype, np.datetime64):
+        raise ValueError(f"{path}: column 'date' must be datetime64, got {pred['date'].dtype}")
+    pred["date"] = pred["date"].astype("datetime64[ns]")
+    p = pred["p_up"].to_numpy(dtype=np.float64)
+    bad = np.isnan(p) | (p < 0) | (p > 1)
+    if bad.any():
+        raise ValueError(f"{path}: p_up missing or outside [0, 1] in {int(bad.sum())} rows: "
+                         + _rows_text(pred, bad))
+    return pred.sort_values(["date", "stock_id"], kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Universe
+
+
+def top_n_formation(df: pd.DataFrame, n: int = TOP_N, cap: str = "mktcap") -> np.ndarray:
+    """Mask of rows among the ``n`` largest ``cap`` on their date (ties: first by stock_id).
+
+    Ranks use only formation information (the cap at the date), over all rows given, before any
+    row is dropped for a missing next-period return. Rows with a missing cap are never selected.
+    """
+    c = df[cap].to_numpy(dtype=np.float64)
+    t = pd.DataFrame({"date": df["date"].to_numpy(), "c": np.where(np.isfinite(c), c, -np.inf),
+                      "s": df["stock_id"].to_numpy()})
+    t = t.sort_values(["date", "c", "s"], ascending=[True, False, True], kind="stable")
+    rank = t.groupby("date").cumcount().to_numpy()
+    keep = np.zeros(len(df), dtype=bool)
+    keep[t.index.to_numpy()] = (rank < n) & np.isfinite(t["c"].to_numpy())
+    return keep
+
+
+def top_n_annual_june(df: pd.DataFrame, panel: pd.DataFrame, n: int = TOP_N,
+                      cap: str = "mktcap") -> np.ndarray:
+    """Mask of rows whose stock is among the ``n`` largest at the end of June of the row's year.
+
+    The reference's convention (METHOD 7): caps on the panel's last trading day on or before
+    June 30 of year Y select the universe for every date of year Y (mild look-ahead for Jan-May).
+    """
+    p = panel[["stock_id", "date", cap]]
+    june = p[(p["date"].dt.month <= 6)]
+    last = june.groupby(june["date"].dt.year)["date"].max()
+    snap = p[p["date"].isin(last.to_numpy())].copy()
+    snap["year"] = snap["date"].dt.year
+    snap = snap[np.isfinite(snap[cap].to_numpy(dtype=np.float64))]
+    snap = snap.sort_values(["year", cap, "stock_id"], ascending=[True, False, True], kind="stable")
+    snap = snap[snap.groupby("year").cumcount() < n]
+    chosen = pd.MultiIndex.from_arrays([snap["year"].to_numpy(), snap["stock_id"].to_numpy()])
+    keys = pd.MultiIndex.from_arrays([df["date"].dt.year.to_numpy(), df["stock_id"].to_numpy()])
+    return keys.isin(chosen)
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage
+
+
+def _settings_hash(cfg: Config, pred_path: Path, panel_dir: Path) -> str:
+    st = pred_path.stat()
+    meta = read_json(panel_dir / "meta.json")
+    return section_hash(cfg.evaluate, cfg.train, {"predictions": [st.st_size, st.st_mtime_ns],
+                                                  "panel": meta, "version": 1})
+
+
+def _hl_summary(ev: SignalEvaluation, weights: list[str]) -> dict:
+    out: dict = {"n_rows": ev.n_rows, "n_dropped": ev.n_dropped, **ev.info}
+    for w in weights:
+        for col, key in (("ann_ret", "ret"), ("ann_vol", "vol"), ("sharpe", "sr"), ("t_stat", "t"),
+                         ("n_periods", "n_periods")):
+            try:
+                v = ev.performance.loc[(w, HL), col]
+            except KeyError:
+                v = np.nan
+            out[f"{w}_{key}"] = float(v) if col != "n_periods" else int(0 if pd.isna(v) else v)
+        out[f"{w}_turnover"] = ev.turnover_monthly_pct.get(w, float("nan"))
+    return out
+
+
+def _nan_to_none(obj):
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def evaluate_run(cfg: Config, model: str | None = None) -> dict:
+    """Evaluate the run ``paths.run_dir(cfg, model)``; returns the metrics dict (also metrics.json).
+
+    Resumable: when the eval dir holds a completion marker with the same settings hash (evaluate
+    and train config, predictions file size/mtime, panel meta), nothing is recomputed.
+    """
+    model_name = model or cfg.train.model
+    horizon = cfg.train.horizon
+    freq = frequency_of_horizon(horizon)
+    k = periods_per_year(freq)
+    ret_col = f"ret_{label_suffix(horizon, cfg.train.label_return)}"
+    weights = list(cfg.evaluate.weights)
+    pred_path = paths.run_dir(cfg, model) / "predictions.parquet"
+    out_dir = paths.eval_dir(cfg, model)
+    pdir = paths.panel_dir(cfg)
+    if not pred_path.exists():
+        raise FileNotFoundError(f"no predictions at {pred_path}: run `make predict` first")
+    meta = store.read_meta(pdir)
+    h = _settings_hash(cfg, pred_path, pdir)
+    if is_done(out_dir, h) and (out_dir / "metrics.json").exists():
+        log.info("evaluate %s: up to date (%s)", paths.run_name(cfg, model), out_dir)
+        return read_json(out_dir / "metrics.json")
+
+    pred = read_predictions(pred_path, ret_col, need_cap="vw" in weights or cfg.evaluate.top500)
+    years = sorted({int(y) for y in pred["date"].dt.year.unique()})
+    benches = list(cfg.evaluate.benchmarks)
+    need_history = bool(benches) or (cfg.evaluate.top500 and cfg.evaluate.top500_mode == "annual_june")
+    panel_years = [y for y in meta.years if y <= max(years)] if need_history else years
+    cols = ["ret"] + (["mktcap"] if cfg.evaluate.top500_mode == "annual_june" else [])
+    log.info("reading panel %s (years %s-%s)", pdir, min(panel_years), max(panel_years))
+    panel = store.read_panel(pdir, years=panel_years, columns=cols)
+    panel["date"] = panel["date"].astype("datetime64[ns]")
+    validate_predictions(pred, panel[["stock_id", "date"]], where=str(pred_path))
+
+    # Universe (formation information only), then drop rows without a realised return.
+    universe = "all"
+    n_pred = len(pred)
+    if cfg.evaluate.top500:
+        if cfg.evaluate.top500_mode == "annual_june":
+            mask = top_n_annual_june(pred, panel)
+            universe = "top500_june"
+        else:
+            mask = top_n_formation(pred)
+            universe = "top500"
+        pred = pred[mask].reset_index(drop=True)
+    n_universe = len(pred)
+    df = pred[pred[ret_col].notna()].reset_index(drop=True)
+    df = df.rename(columns={ret_col: "ret"})
+    if df.empty:
+        raise ValueError(f"{pred_path}: no rows with a non-missing {ret_col} to evaluate")
+    log.info("evaluating %d rows (%d predictions, %d in universe %s)", len(df), n_pred, n_universe,
+             universe)
+
+    cls = classification_metrics(df["p_up"].to_numpy(), df["ret"].to_numpy())
+    corr = mean_correlations(correlations_by_date(df, "p_up", "ret"))
+    members = []
+    for c in sorted((c for c in df.columns if c.startswith("p_up_m")), key=lambda s: int(s[6:])):
+        m = classification_metrics(df[c].to_numpy(), df["ret"].to_numpy())
+        members.append({"member": int(c[6:]), "loss": m["loss"], "accuracy": m["accuracy"],
+                        "mcc": m["mcc"]})
+
+    evals: dict[str, SignalEvaluation] = {"CNN": evaluate_signal(df, "p_up", "ret", freq, weights)}
+    if benches:
+        sig = benchmark_signals(panel, df[["stock_id", "date"]], freq, benches,
+                                history_days=cfg.evaluate.trend_history_days)
+        for b in benches:
+            d = df[["stock_id", "date", "ret", "mktcap"]].copy() if "mktcap" in df.columns else \
+                df[["stock_id", "date", "ret"]].copy()
+            d[b] = sig[b].to_numpy()
+            evals[b] = evaluate_signal(d, b, "ret", freq, weights)
+    del panel
+
+    # ---- artifacts
+    proxy = bool(meta.mktcap_is_proxy)
+    note = conventions_text(freq, proxy, weights, universe=universe, return_column=ret_col)
+    uni_key = "top500" if universe != "all" else "all"
+    label = f"{model_name}/R{horizon}"
+    summaries = {name: _hl_summary(ev, weights) for name, ev in evals.items()}
+    cnn = summaries["CNN"]
+    metrics = {
+        "run": paths.run_name(cfg, model), "model": model_name, "horizon": horizon,
+        "frequency": freq, "return_column": ret_col, "universe": universe,
+        "mktcap_is_proxy": proxy, "vw_label": weighting_label("vw", proxy),
+        "n_predictions": n_pred, "n_universe": n_universe, "n": cls["n"],
+        "n_dropped_missing_return": n_universe - len(df),
+        "loss": cls["loss"], "accuracy": cls["accuracy"], "mcc": cls["mcc"],
+        "confusion": {key: cls[key] for key in ("tp", "tn", "fp", "fn")},
+        "share_up_pred": cls["share_up_pred"],
+        "spearman": corr["spearman"], "pearson": corr["pearson"],
+        "n_dates_corr": corr["n_dates"], "n_dates_corr_undefined": corr["n_dates_undefined"],
+        "members": members,
+        "strategies": summaries,
+        "conventions": note,
+        "paper": classification_reference(model_name, horizon, cfg.train.split),
+    }
+    for w in ("ew", "vw"):
+        metrics[f"sharpe_{w}"] = cnn.get(f"{w}_sr", float("nan"))
+        metrics[f"hl_ret_{w}"] = cnn.get(f"{w}_ret", float("nan"))
+        metrics[f"hl_t_{w}"] = cnn.get(f"{w}_t", float("nan"))
+        metrics[f"turnover_{w}_pct"] = cnn.get(f"{w}_turnover", float("nan"))
+    metrics = _nan_to_none(metrics)
+
+    ports = []
+    tos = []
+    for name, ev in evals.items():
+        ports.append(ev.returns.assign(strategy=name))
+        tos.append(ev.turnover.assign(strategy=name))
+    port = pd.concat(ports, ignore_index=True)[["date", "strategy", "weighting", "decile", "ret", "n"]]
+    write_parquet(out_dir / "portfolios.parquet", port)
+    write_parquet(out_dir / "turnover_by_date.parquet",
+                  pd.concat(tos, ignore_index=True)[["date", "strategy", "weighting", "turnover"]])
+    write_json(out_dir / "turnover.json", _nan_to_none({
+        "unit": "% per month (mean per-rebalance H-L turnover x4 weekly, x1 monthly, /3 quarterly)",
+        "frequency": freq,
+        **{name: {w: ev.turnover_monthly_pct.get(w) for w in weights} for name, ev in evals.items()},
+    }))
+
+    tdir = out_dir / "tables"
+    paper_dec = decile_reference(model_name, horizon, uni_key)
+    paper_hl = cnn_reference(model_name, horizon, uni_key, cfg.train.split)
+    num = tables.decile_table(evals["CNN"].performance, evals["CNN"].turnover_monthly_pct, proxy,
+                              weights, paper_dec, paper_hl)
+    src = tables.sources_note([paper_dec or paper_hl])
+    tables.write_table(num, tables.format_decile_table(num, paper_dec.hl_stars_ew if paper_dec else ""),
+                       tdir / "deciles", note + (" " + src if src else ""),
+                       f"CNN {label}: decile portfolios ({universe} stocks)")
+    for b in benches:
+        ref = decile_reference(b, horizon, uni_key)
+        num_b = tables.decile_table(evals[b].performance, evals[b].turnover_monthly_pct, proxy,
+                                    weights, ref, None)
+        src_b = tables.sources_note([ref])
+        tables.write_table(num_b, tables.format_decile_table(num_b, ref.hl_stars_ew if ref else ""),
+                           tdir / f"deciles_{b}", note + (" " + src_b if src_b else ""),
+                           f"{b} (R{horizon} rebalancing): decile portfolios ({universe} stocks)")
+    years_oos = cnn.get("ew_n_periods", 0) / k if "ew" in weights else cnn.get(f"{weights[0]}_n_periods", 0) / k
+    rows = []
+    refs = []
+    for name, s in summaries.items():
+        strat = "CNN" if name == "CNN" else name
+        ref = (cnn_reference(model_name, horizon, uni_key, cfg.train.split) if name == "CNN"
+               else hl_reference(name, horizon, uni_key))
+        refs.append(ref)
+        row = {"strategy": f"CNN {label}" if name == "CNN" else name, "n_rows": s["n_rows"],
+               "n_dates": s["n_dates_sorted"], "paper": ref}
+        for w in weights:
+            row[f"{w}_ret"], row[f"{w}_t"] = s[f"{w}_ret"], s[f"{w}_t"]
+            row[f"{w}_sr"], row[f"{w}_turnover"] = s[f"{w}_sr"], s[f"{w}_turnover"]
+            if strat != "CNN":
+                # Sharpe difference t = dSR * sqrt(OOS years), the authors' rule (METHOD 7).
+                row[f"sr_diff_t_{w}"] = (cnn[f"{w}_sr"] - s[f"{w}_sr"]) * np.sqrt(years_oos)
+        rows.append(row)
+    bnum = tables.benchmark_table(rows, proxy, weights)
+    src = tables.sources_note(refs)
+    bnote = (note + " Benchmarks are sorted in their predictive direction (STR and WSTR negated) "
+             "on the same (stock, date) rows and returns as the CNN, less rows where the benchmark "
+             "lacks history. SR diff t = (SR_CNN - SR) x sqrt(OOS years); */**/*** one-sided "
+             "10/5/1% (1.28/1.645/2.33).") + (" " + src if src else "")
+    tables.write_table(bnum, tables.format_benchmark_table(bnum), tdir / "benchmarks", bnote,
+                       f"H-L portfolios: CNN {label} vs benchmarks ({universe} stocks)")
+
+    fdir = out_dir / "figures"
+    write_figure(fdir / "deciles.png", plots.decile_bars(
+        evals["CNN"].performance, proxy, f"CNN {label}: annualised decile returns", weights))
+    write_figure(fdir / "cumulative_hl.png", plots.cumulative_hl(
+        evals["CNN"].returns, proxy, f"CNN {label}: cumulative H-L return", weights))
+    write_figure(fdir / "p_up_hist.png", plots.p_up_histogram(
+        df["p_up"].to_numpy(), f"CNN {label}: out-of-sample P(up), n = {len(df):,}"))
+
+    write_json(out_dir / "metrics.json", metrics)
+    save_resolved(cfg, out_dir)
+    mark_done(out_dir, h, run=paths.run_name(cfg, model))
+    log.info("evaluate %s: accuracy %.4f, EW H-L SR %s -> %s", metrics["run"], cls["accuracy"],
+             metrics.get("sharpe_ew"), out_dir)
+    return metrics

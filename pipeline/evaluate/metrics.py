@@ -1,0 +1,112 @@
+"""Classification metrics and signal-return correlations (METHOD.md section 7).
+
+All functions take plain arrays or a long DataFrame with one row per (stock, date) and drop rows
+whose realised return is missing, as METHOD 3.2 prescribes for evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+# P(up) is clipped to [EPS, 1 - EPS] inside the log loss so that a (rare) saturated prediction gives
+# a large finite loss instead of inf; it changes nothing for P in the usual (1e-6, 1 - 1e-6) range.
+EPS = 1e-12
+
+
+def classification_metrics(p_up: np.ndarray, ret: np.ndarray) -> dict:
+    """Pooled loss, accuracy and MCC of up-probabilities against realised returns.
+
+    Args:
+        p_up: float (n,) predicted probability that ``ret > 0``.
+        ret: float (n,) realised return; NaN = missing (the row is dropped).
+    Returns:
+        {"n", "loss", "accuracy", "mcc", "tp", "tn", "fp", "fn", "share_up_pred"}:
+        y = 1[ret > 0], prediction = 1[P > 0.5];
+        loss = -mean(y log P + (1-y) log(1-P)); accuracy = mean(pred == y);
+        MCC = (TP TN - FP FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)), 0 when a margin is empty.
+    """
+    p = np.asarray(p_up, dtype=np.float64)
+    r = np.asarray(ret, dtype=np.float64)
+    if p.shape != r.shape:
+        raise ValueError(f"p_up has shape {p.shape} but ret has {r.shape}")
+    keep = ~np.isnan(r)
+    if np.isnan(p[keep]).any():
+        i = int(np.flatnonzero(keep & np.isnan(p))[0])
+        raise ValueError(f"p_up is NaN at row {i} (with a non-missing return)")
+    p, r = p[keep], r[keep]
+    n = int(len(p))
+    if n == 0:
+        return {"n": 0, "loss": float("nan"), "accuracy": float("nan"), "mcc": float("nan"),
+                "tp": 0, "tn": 0, "fp": 0, "fn": 0, "share_up_pred": float("nan")}
+    y = r > 0
+    pred = p > 0.5
+    pc = np.clip(p, EPS, 1 - EPS)
+    loss = float(-np.mean(np.where(y, np.log(pc), np.log1p(-pc))))
+    tp = int(np.sum(pred & y))
+    tn = int(np.sum(~pred & ~y))
+    fp = int(np.sum(pred & ~y))
+    fn = int(np.sum(~pred & y))
+    denom = float(tp + fp) * float(tp + fn) * float(tn + fp) * float(tn + fn)
+    mcc = (float(tp) * tn - float(fp) * fn) / np.sqrt(denom) if denom > 0 else 0.0
+    return {"n": n, "loss": loss, "accuracy": float(np.mean(pred == y)), "mcc": float(mcc),
+            "tp": tp, "tn": tn, "fp": fp, "fn": fn, "share_up_pred": float(np.mean(pred))}
+
+
+def _grouped_pearson(df: pd.DataFrame, x: str, y: str, by: str) -> pd.DataFrame:
+    """Per-group Pearson correlation of columns x and y from grouped sums (no per-group Python loop)."""
+    g = df.assign(_xx=df[x] * df[x], _yy=df[y] * df[y], _xy=df[x] * df[y]).groupby(by, sort=True)
+    s = g[[x, y, "_xx", "_yy", "_xy"]].sum()
+    n = g.size().astype(np.float64)
+    # Centred sums computed from raw sums; the inputs (probabilities, ranks, returns) are O(1) or
+    # O(n), far from the magnitudes where this cancels catastrophically.
+    sxx = s["_xx"] - s[x] ** 2 / n
+    syy = s["_yy"] - s[y] ** 2 / n
+    sxy = s["_xy"] - s[x] * s[y] / n
+    den = np.sqrt(sxx * syy)
+    # Zero variance in either variable (or one row) -> undefined correlation (NaN).
+    # (relative to the raw sums, so rounding residue of a constant column counts as zero).
+    ok = (sxx > 1e-12 * s["_xx"].abs()) & (syy > 1e-12 * s["_yy"].abs()) & (n > 1)
+    corr = (sxy / den).where(ok)
+    return pd.DataFrame({"n": n.astype(np.int64), "corr": corr})
+
+
+def correlations_by_date(df: pd.DataFrame, signal: str = "p_up", ret: str = "ret",
+                         date: str = "date") -> pd.DataFrame:
+    """Spearman and Pearson correlation of ``signal`` with ``ret`` per date.
+
+    Args:
+        df: long table, one row per (stock, date), with columns ``date``, ``signal``, ``ret``.
+            Rows with a missing ``ret`` or ``signal`` are dropped.
+    Returns:
+        DataFrame indexed by date (sorted) with columns n (rows used), spearman (Pearson of the
+        within-date average ranks, i.e. ties share their mean rank), pearson. A date with fewer than
+        two rows or a constant variable has NaN correlations.
+    """
+    d = df[[date, signal, ret]].dropna()
+    d = d.rename(columns={date: "_d", signal: "_s", ret: "_r"})
+    pear = _grouped_pearson(d, "_s", "_r", "_d")
+    ranks = pd.DataFrame({
+        "_d": d["_d"].to_numpy(),
+        "_s": d.groupby("_d")["_s"].rank(method="average").to_numpy(),
+        "_r": d.groupby("_d")["_r"].rank(method="average").to_numpy(),
+    })
+    spear = _grouped_pearson(ranks, "_s", "_r", "_d")
+    out = pd.DataFrame({"n": pear["n"], "spearman": spear["corr"], "pearson": pear["corr"]})
+    out.index.name = date
+    return out
+
+
+def mean_correlations(by_date: pd.DataFrame) -> dict:
+    """Average over dates of the per-date correlations (dates with NaN correlation are left out).
+
+    Returns {"spearman", "pearson", "n_dates", "n_dates_undefined"}.
+    """
+    ok = by_date["spearman"].notna() & by_date["pearson"].notna()
+    return {"spearman": float(by_date.loc[ok, "spearman"].mean()) if ok.any() else float("nan"),
+            "pearson": float(by_date.loc[ok, "pearson"].mean()) if ok.any() else float("nan"),
+            "n_dates": int(ok.sum()), "n_dates_undefined": int((~ok).sum())}

@@ -1,0 +1,216 @@
+"""Paper-style tables: decile portfolios and the benchmark comparison (CSV, Markdown, LaTeX).
+
+Each table exists in two forms: a numeric DataFrame (written to CSV, NaN = not available) and a
+formatted string DataFrame (Markdown and LaTeX, with significance stars). The conventions note of
+:func:`pipeline.evaluate.conventions.conventions_text` goes under every table: as ``# `` comment
+lines at the end of the CSV (read back with ``pd.read_csv(path, comment='#')``), as a paragraph
+after the Markdown table and as a footnote paragraph after the LaTeX tabular. The paper's numbers
+(:mod:`pipeline.paper_numbers`) are put beside ours in columns prefixed ``Paper``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.evaluate.conventions import (DECILES, HL, decile_label, stars, weighting_short)
+from pipeline.io import atomic_write_text
+from pipeline.paper_numbers import SOURCES, DecileReference, HLReference
+
+DECILE_ROW_LABELS = [decile_label(d) for d in DECILES] + [HL, f"{HL} t-stat", "Turnover (%)"]
+
+
+def _get(perf: pd.DataFrame, weighting: str, decile: str, col: str) -> float:
+    try:
+        return float(perf.loc[(weighting, decile), col])
+    except KeyError:
+        return float("nan")
+
+
+def decile_table(perf: pd.DataFrame, turnover_pct: dict[str, float], mktcap_is_proxy: bool,
+                 weights: tuple[str, ...] | list[str] = ("ew", "vw"),
+                 paper: DecileReference | None = None, paper_hl: HLReference | None = None
+                 ) -> pd.DataFrame:
+    """Numeric decile table: rows Low, 2..9, High, H-L, H-L t-stat, Turnover (%).
+
+    Args:
+        perf: from :func:`pipeline.evaluate.portfolios.performance`, index (weighting, decile str).
+        turnover_pct: weighting -> H-L turnover, % per month.
+        paper, paper_hl: the paper's numbers for this strategy/horizon/universe, if any.
+    Returns:
+        DataFrame indexed by row label; columns '{EW|VW|DVW} ret' (annualised, decimal), '... SR'
+        for each weighting, then 'Paper ...' columns where the paper reports something. The
+        turnover row holds turnover in the 'ret' columns; the t-stat row in the 'ret' columns.
+    """
+    cols: dict[str, list[float]] = {}
+    for w in weights:
+        p = weighting_short(w, mktcap_is_proxy)
+        ret = [_get(perf, w, str(d), "ann_ret") for d in DECILES] + [_get(perf, w, HL, "ann_ret")]
+        sr = [_get(perf, w, str(d), "sharpe") for d in DECILES] + [_get(perf, w, HL, "sharpe")]
+        ret += [_get(perf, w, HL, "t_stat"), turnover_pct.get(w, float("nan"))]
+        sr += [float("nan"), float("nan")]
+        cols[f"{p} ret"] = ret
+        cols[f"{p} SR"] = sr
+    if paper is not None or paper_hl is not None:
+        for w in ("ew", "vw"):
+            p = w.upper()
+            ret = list(getattr(paper, f"{w}_ret")) if paper else [None] * 10 + [getattr(paper_hl, f"{w}_ret")]
+            sr = list(getattr(paper, f"{w}_sr")) if paper else [None] * 10 + [getattr(paper_hl, f"{w}_sr")]
+            to = getattr(paper, f"turnover_{w}") if paper else None
+            if to is None and paper_hl is not None:
+                to = getattr(paper_hl, f"turnover_{w}")
+            ret = ret + [None, to]
+            sr = sr + [None, None]
+            if any(v is not None for v in ret):
+                cols[f"Paper {p} ret"] = [np.nan if v is None else float(v) for v in ret]
+            if any(v is not None for v in sr):
+                cols[f"Paper {p} SR"] = [np.nan if v is None else float(v) for v in sr]
+    return pd.DataFrame(cols, index=pd.Index(DECILE_ROW_LABELS, name="decile"))
+
+
+def _fmt(v: float, digits: int) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    return f"{v:.{digits}f}"
+
+
+def format_decile_table(num: pd.DataFrame, paper_hl_stars: str = "") -> pd.DataFrame:
+    """Strings for Markdown/LaTeX: returns 3 decimals, SR 2, H-L return with stars, turnover in %."""
+    out = pd.DataFrame(index=num.index, columns=num.columns, dtype=object)
+    tstat_row = f"{HL} t-stat"
+    for c in num.columns:
+        for r in num.index:
+            v = num.at[r, c]
+            if r == "Turnover (%)":
+                s = "" if not np.isfinite(v) else f"{v:.0f}%"
+            elif r == tstat_row:
+                s = _fmt(v, 2)
+            elif c.endswith("SR"):
+                s = _fmt(v, 2)
+            else:
+                s = _fmt(v, 3)
+                if r == HL and s:
+                    if c.startswith("Paper"):
+                        s += paper_hl_stars if c == "Paper EW ret" else ""
+                    else:
+                        s += stars(num.at[tstat_row, c])
+            out.at[r, c] = s
+    return out
+
+
+def benchmark_table(rows: list[dict], mktcap_is_proxy: bool,
+                    weights: tuple[str, ...] | list[str] = ("ew", "vw")) -> pd.DataFrame:
+    """Numeric benchmark comparison of H-L portfolios, one row per strategy (CNN first).
+
+    Args:
+        rows: one dict per strategy with keys strategy, n_rows, n_dates and, for each weighting w,
+            '{w}_ret', '{w}_t', '{w}_sr', '{w}_turnover' (annualised decimal, t-stat, SR, % per
+            month); optional 'sr_diff_t_{w}' (t of the CNN's Sharpe minus this one, one-sided) and
+            'paper' (an HLReference or None).
+    Returns:
+        DataFrame indexed by strategy.
+    """
+    out = []
+    for r in rows:
+        d = {"strategy": r["strategy"], "n rows": r["n_rows"], "n dates": r["n_dates"]}
+        for w in weights:
+            p = weighting_short(w, mktcap_is_proxy)
+            d[f"{p} H-L ret"] = r.get(f"{w}_ret", np.nan)
+            d[f"{p} H-L t"] = r.get(f"{w}_t", np.nan)
+            d[f"{p} SR"] = r.get(f"{w}_sr", np.nan)
+            d[f"{p} turnover (%)"] = r.get(f"{w}_turnover", np.nan)
+            d[f"{p} SR diff t (CNN - this)"] = r.get(f"sr_diff_t_{w}", np.nan)
+        ref: HLReference | None = r.get("paper")
+        for key, name in (("ew_ret", "Paper EW H-L ret"), ("ew_sr", "Paper EW SR"),
+                          ("vw_ret", "Paper VW H-L ret"), ("vw_sr", "Paper VW SR"),
+                          ("turnover_ew", "Paper EW turnover (%)")):
+            v = getattr(ref, key) if ref is not None else None
+            d[name] = np.nan if v is None else float(v)
+        d["Paper source"] = "" if ref is None else f"{ref.source} ({ref.split.upper()})"
+        out.append(d)
+    df = pd.DataFrame(out).set_index("strategy")
+    # Drop paper columns nobody fills, so the table stays readable.
+    empty = [c for c in df.columns if c.startswith("Paper") and c != "Paper source"
+             and df[c].isna().all()]
+    df = df.drop(columns=empty)
+    if "Paper source" in df.columns and (df["Paper source"] == "").all():
+        df = df.drop(columns=["Paper source"])
+    return df
+
+
+def format_benchmark_table(num: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame(index=num.index, columns=num.columns, dtype=object)
+    for c in num.columns:
+        for r in num.index:
+            v = num.at[r, c]
+            if isinstance(v, str):
+                s = v
+            elif c.startswith("n "):
+                s = "" if not np.isfinite(v) else f"{int(v):,}"
+            elif "turnover" in c:
+                s = "" if not np.isfinite(v) else f"{v:.0f}%"
+            elif c.endswith("ret"):
+                s = _fmt(v, 3)
+                tcol = c.replace("ret", "t")
+                if s and tcol in num.columns and not c.startswith("Paper"):
+                    s += stars(num.at[r, tcol])
+            elif "SR diff t" in c:
+                s = _fmt(v, 2)
+                if s:
+                    s += stars(v, one_sided=True)
+            else:
+                s = _fmt(v, 2)
+            out.at[r, c] = s
+    return out
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of a string DataFrame (index becomes the first column)."""
+    head = [str(df.index.name or "")] + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(df.columns)) + "|"]
+    for idx, row in df.iterrows():
+        cells = [str(idx)] + ["" if v is None else str(v) for v in row.tolist()]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _latex_escape(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("%", r"\%"), ("&", r"\&"), ("_", r"\_"), ("#", r"\#"),
+                 ("$", r"\$")):
+        s = s.replace(a, b)
+    return s
+
+
+def write_table(num: pd.DataFrame, fmt: pd.DataFrame, base: str | Path, note: str,
+                caption: str) -> list[Path]:
+    """Write ``base``.csv (numeric + '# ' note lines), .md and .tex (formatted + note), atomically."""
+    base = Path(base)
+    paths = [base.with_suffix(".csv"), base.with_suffix(".md"), base.with_suffix(".tex")]
+    csv = num.to_csv(float_format="%.6g")
+    csv += "".join(f"# {line}\n" for line in [caption, note])
+    atomic_write_text(paths[0], csv)
+    atomic_write_text(paths[1], f"**{caption}**\n\n{to_markdown(fmt)}\n{note}\n")
+    esc = fmt.copy()
+    esc.index = [_latex_escape(str(i)) for i in esc.index]
+    esc.index.name = _latex_escape(str(fmt.index.name or ""))
+    esc.columns = [_latex_escape(str(c)) for c in esc.columns]
+    esc = esc.map(lambda v: _latex_escape(str(v)))
+    tex = esc.to_latex(escape=False, column_format="l" + "r" * len(esc.columns))
+    tex = (f"% {caption}\n" + tex + "\\par\\smallskip\n{\\footnotesize " + _latex_escape(note)
+           + "}\n")
+    atomic_write_text(paths[2], tex)
+    return paths
+
+
+def sources_note(refs: list[DecileReference | HLReference | None]) -> str:
+    """One sentence naming the sources of the paper numbers shown, or '' when none."""
+    used = sorted({(r.source, r.split) for r in refs if r is not None})
+    if not used:
+        return ""
+    parts = [f"{SOURCES[s]} ({'JF 2023, test 2001-2019' if sp == 'jf' else 'SSRN 2020, test 2000-2019'})"
+             for s, sp in used]
+    return ("Paper columns: " + "; ".join(parts) + ". They are reference points from a different "
+            "sample (CRSP), not targets.")

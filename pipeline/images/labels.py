@@ -1,0 +1,168 @@
+"""Per-image labels (METHOD.md 3): future returns, EWMA volatility, market cap, up/down codes.
+
+All functions take the panel as flat arrays in (stock_id, date) order with per-stock ``offsets``
+(see :mod:`pipeline.images.windows`) and are computed over each stock's **whole** history, so a
+return that crosses a year end, or an EWMA that starts decades earlier, is exact whatever year an
+image belongs to. Image rows are panel row indices of the image dates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline.images import windows
+from pipeline.images.store import LABEL_TABLE_COLUMNS, RETURN_SUFFIXES, labels_from_returns
+
+EWMA_ALPHA = 0.05
+RECORD_HORIZONS = (5, 20, 60)
+PERIOD_MODES = ("strict", "next_available")
+
+
+def row_stock_index(offsets: np.ndarray) -> np.ndarray:
+    """Stock index of every panel row, int64 (N,)."""
+    return np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+
+
+# Rows per chunk of whole stocks for the grouped pandas kernels: bounds their temporaries.
+CHUNK_ROWS = 2_000_000
+
+
+def _stock_chunks(offsets: np.ndarray, rows: int = CHUNK_ROWS) -> list[tuple[int, int]]:
+    """Consecutive (first stock, end stock) ranges of about ``rows`` rows each."""
+    cuts = np.searchsorted(offsets, np.arange(rows, offsets[-1], rows), side="right") - 1
+    bounds = np.unique(np.r_[0, cuts, len(offsets) - 1])
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def cumulative_log_returns(ret: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``cl``: per-stock cumulative sum of log(1+ret), float64 (N,) (METHOD 3.1).
+
+    Summed per stock (pandas' grouped cumsum), so precision does not depend on the other stocks.
+    """
+    out = np.log1p(np.asarray(ret, dtype=np.float64))
+    for a, b in _stock_chunks(offsets):  # chunks of whole stocks, not a loop per stock
+        lo, hi = offsets[a], offsets[b]
+        grp = row_stock_index(offsets[a:b + 1] - lo)
+        out[lo:hi] = pd.Series(out[lo:hi]).groupby(grp, sort=False).cumsum().to_numpy()
+    return out
+
+
+def ewma_vol(ret: np.ndarray, offsets: np.ndarray, alpha: float = EWMA_ALPHA) -> np.ndarray:
+    """EWMA variance of daily returns known before each record, float64 (N,) (METHOD 3.3).
+
+    ``ewma_vol[t] = sum_i (1-alpha)^i r[t-1-i]^2 / sum_i (1-alpha)^i`` over the stock's earlier
+    records (pandas ``ewm(alpha, adjust=True).mean()`` of r^2, shifted one record); NaN on each
+    stock's first record. pandas' kernel keeps an all-zero history exactly 0 (the EWMA_vol == 0
+    filter of METHOD 3.2 depends on it).
+    """
+    r2 = np.square(np.asarray(ret, dtype=np.float64))
+    out = np.empty_like(r2)
+    if len(r2) == 0:
+        return out
+    for a, b in _stock_chunks(offsets):
+        lo, hi = offsets[a], offsets[b]
+        grp = row_stock_index(offsets[a:b + 1] - lo)
+        # Grouped ewm runs in compiled code; rows are grouped already, so the order is kept.
+        m = (pd.Series(r2[lo:hi]).groupby(grp, sort=False).ewm(alpha=alpha, adjust=True).mean()
+             .to_numpy())
+        out[lo + 1:hi] = m[:-1]
+    out[offsets[:-1][np.diff(offsets) > 0]] = np.nan
+    return out
+
+
+def forward_returns(cl: np.ndarray, rows: np.ndarray, stock_end: np.ndarray, k: int) -> np.ndarray:
+    """``exp(cl[t+k] - cl[t]) - 1`` for image rows t, k records ahead; NaN past the stock's end.
+
+    rows, stock_end: int64 (n,), stock_end = one past the stock's last panel row.
+    """
+    ahead = rows + k
+    ok = ahead < stock_end
+    out = np.full(len(rows), np.nan)
+    out[ok] = np.exp(cl[ahead[ok]] - cl[rows[ok]]) - 1.0
+    return out
+
+
+def next_period_rows(cands: windows.Candidates, mode: str) -> np.ndarray:
+    """For each candidate, the panel row ending its next-period return, or -1, int64 (n,).
+
+    cands: every (stock, period end) pair of the full calendar (from find_candidates).
+    strict: the stock's record on the immediately following period end of the calendar;
+    next_available: the stock's next period-end record, however far (the authors' code).
+    """
+    if mode not in PERIOD_MODES:
+        raise ValueError(f"period_ret_mode {mode!r}: choose one of {list(PERIOD_MODES)}")
+    n = len(cands)
+    out = np.full(n, -1, dtype=np.int64)
+    if n < 2:
+        return out
+    same = cands.stock_index[1:] == cands.stock_index[:-1]
+    if mode == "strict":
+        # Pairs of a stock enumerate consecutive period ends, so pair p+1 is the next one.
+        out[:-1] = np.where(same, cands.row[1:], -1)
+    else:
+        # Index of the next found pair at or after each position (suffix minimum).
+        idx = np.where(cands.row >= 0, np.arange(n), n)
+        nxt_found = np.minimum.accumulate(idx[::-1])[::-1]
+        after = np.r_[nxt_found[1:], n]
+        valid = after < n
+        after_c = np.minimum(after, n - 1)
+        valid &= cands.stock_index[after_c] == cands.stock_index
+        out = np.where(valid, cands.row[after_c], -1)
+    out[cands.row < 0] = -1
+    return out
+
+
+def period_returns(cl: np.ndarray, days: np.ndarray, offsets: np.ndarray, calendar: np.ndarray,
+                   rows: np.ndarray, freq: str, mode: str,
+                   keys: tuple[np.ndarray, int, int] | None = None) -> np.ndarray:
+    """Return from each image row's date to the next ``freq`` period end, float64 (n,).
+
+    Defined only where the image date is itself a ``freq`` period end of the calendar (as in the
+    authors' code, which computes Ret_week/month/quarter on period-end rows only); NaN otherwise,
+    when there is no next period end, or (strict) when the stock lacks a record on it.
+    calendar: datetime64 (c,) all panel trading days; keys: windows.row_keys(days, offsets).
+    """
+    pe = windows.to_days(windows.period_ends(calendar, freq))
+    cands = windows.find_candidates(days, offsets, pe, keys)
+    nxt = next_period_rows(cands, mode)
+    have = cands.row >= 0
+    c_rows, c_next = cands.row[have], nxt[have]  # increasing in row (panel order)
+    out = np.full(len(rows), np.nan)
+    if len(c_rows) == 0:
+        return out
+    pos = np.minimum(np.searchsorted(c_rows, rows), len(c_rows) - 1)
+    hit = (c_rows[pos] == rows) & (c_next[pos] >= 0)
+    out[hit] = np.exp(cl[c_next[pos[hit]]] - cl[rows[hit]]) - 1.0
+    return out
+
+
+def label_table(stock_ids: np.ndarray, offsets: np.ndarray, days: np.ndarray, ret: np.ndarray,
+                mktcap: np.ndarray, calendar: np.ndarray, rows: np.ndarray,
+                mode: str = "strict") -> pd.DataFrame:
+    """The label table (store.LABEL_TABLE_COLUMNS) of the images at panel ``rows``.
+
+    stock_ids: (k,) unique ids; offsets (k+1,); days int64 (N,) (windows.to_days of the dates),
+    ret, mktcap float64 (N,) in panel order; calendar datetime64 all panel trading days;
+    rows int64 (n,) image rows in panel order. Returns n rows in the order of ``rows``.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    days = np.asarray(days, dtype=np.int64)
+    stock = np.searchsorted(offsets, rows, side="right") - 1
+    stock_end = offsets[stock + 1]
+    cl = cumulative_log_returns(ret, offsets)
+    ev = ewma_vol(ret, offsets)
+    out: dict[str, np.ndarray] = {
+        "stock_id": np.asarray(stock_ids)[stock].astype(np.int32),
+        "date": windows.days_to_ns(days[rows]),
+        "mktcap": np.asarray(mktcap, dtype=np.float64)[rows],
+        "ewma_vol": ev[rows],
+    }
+    for k in RECORD_HORIZONS:
+        out[f"ret_{k}d"] = forward_returns(cl, rows, stock_end, k)
+    keys = windows.row_keys(days, offsets)
+    for f in windows.FREQUENCIES:
+        out[f"ret_{f}"] = period_returns(cl, days, offsets, calendar, rows, f, mode, keys)
+    for s in RETURN_SUFFIXES:
+        out[f"label_{s}"] = labels_from_returns(out[f"ret_{s}"])
+    return pd.DataFrame(out)[LABEL_TABLE_COLUMNS]

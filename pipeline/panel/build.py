@@ -1,0 +1,144 @@
+"""The panel stage: any configured source -> the canonical panel on disk (ARCHITECTURE contract 1).
+
+:func:`build_panel` dispatches on ``cfg.panel.source`` and returns the panel in memory;
+:func:`make_panel` is the resumable stage the CLI runs (``python -m pipeline.panel``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import Config, ConfigError, save_resolved, section_hash
+from pipeline.io import is_done, mark_done, marker_path, write_json
+from pipeline.panel.clean import format_counts
+from pipeline.panel.mktcap import proxy_min_periods
+from pipeline.panel.store import PanelMeta, check_contract, write_panel
+from pipeline.paths import panel_dir
+
+log = logging.getLogger(__name__)
+
+CRSP_UNITS = "$ thousands"
+
+
+def proxy_units(window: int) -> str:
+    return (f"$ (proxy: trailing mean close*volume over {window} records, "
+            f"at least {proxy_min_periods(window)} present)")
+
+
+def _source_path(cfg: Config) -> Path:
+    if not cfg.panel.path:
+        raise ConfigError(f"panel.path must name the raw {cfg.panel.source} file or folder "
+                          f"(panel.source is {cfg.panel.source!r})")
+    # Relative to the current directory, like any command-line path.
+    return Path(cfg.panel.path)
+
+
+def build_panel(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, PanelMeta]:
+    """Read and clean ``cfg.panel.source`` -> (panel, stocks, meta), nothing written.
+
+    panel: canonical columns (``pipeline.panel.store.PANEL_COLUMNS``), sorted by (stock_id, date);
+    stocks: stock_id, ticker, exchange; meta: source, mktcap_is_proxy, units, counts by rule.
+    """
+    source = cfg.panel.source
+    for key in ("start", "end"):
+        try:
+            pd.Timestamp(getattr(cfg.panel, key))
+        except (ValueError, TypeError):
+            raise ConfigError(f"panel.{key} = {getattr(cfg.panel, key)!r} is not a date "
+                              "(use YYYY-MM-DD)") from None
+    if source == "synthetic":
+        from pipeline.panel.synthetic import generate_market  # owned by SYNTH; imported lazily
+
+        df, stocks = generate_market(cfg.synthetic)
+        counts = {"output_rows": int(len(df))}
+        # The synthetic market plants shares outstanding: its mktcap is close*shares, not a proxy.
+        meta = PanelMeta(source="synthetic", mktcap_is_proxy=False, mktcap_units=CRSP_UNITS,
+                         counts=counts, inputs=[f"synthetic seed={cfg.synthetic.seed}"])
+    elif source == "stooq":
+        from pipeline.panel.stooq import build_stooq
+
+        path = _source_path(cfg)
+        df, stocks, counts, layout = build_stooq(cfg.panel, path)
+        meta = PanelMeta(source="stooq", mktcap_is_proxy=True,
+                         mktcap_units=proxy_units(cfg.panel.mktcap_proxy_window),
+                         counts=counts, inputs=[f"{path.resolve()} ({layout} layout)"])
+    elif source == "yahoo":
+        from pipeline.panel.yahoo import build_yahoo
+
+        path = _source_path(cfg)
+        df, stocks, counts = build_yahoo(cfg.panel, path)
+        meta = PanelMeta(source="yahoo", mktcap_is_proxy=True,
+                         mktcap_units=proxy_units(cfg.panel.mktcap_proxy_window),
+                         counts=counts, inputs=[str(path.resolve())])
+    elif source == "crsp":
+        from pipeline.panel.crsp import build_crsp
+
+        path = _source_path(cfg)
+        df, stocks, counts = build_crsp(cfg.panel, path)
+        meta = PanelMeta(source="crsp", mktcap_is_proxy=False, mktcap_units=CRSP_UNITS,
+                         counts=counts, inputs=[str(path.resolve())])
+    else:  # validate() already refuses this; kept for direct callers
+        raise ConfigError(f"panel.source {source!r} is not one of synthetic, stooq, crsp, yahoo")
+    check_contract(df, where=f"{source} panel")
+    if df.empty:
+        raise ValueError(f"the {source} panel is empty after cleaning: "
+                         f"{format_counts(meta.counts)}")
+    return df, stocks, meta
+
+
+def bayes_accuracy_dict(table: pd.DataFrame) -> dict[str, float]:
+    """``synthetic.bayes_accuracy`` table -> ``{"5": acc, "20": acc, ...}`` (INTERFACES.md).
+
+    Accepts a ``horizon`` column (or index) and an ``accuracy`` column; horizon labels that are not
+    integers (e.g. ``month``) are kept as strings.
+    """
+    t = table.reset_index() if "horizon" not in table.columns else table
+    if "horizon" not in t.columns or "accuracy" not in t.columns:
+        raise ValueError(f"bayes_accuracy table needs 'horizon' and 'accuracy' columns, "
+                         f"got {list(table.columns)}")
+    out = {}
+    for h, a in zip(t["horizon"], t["accuracy"]):
+        key = str(int(h)) if isinstance(h, (int, float, np.integer, np.floating)) and float(h).is_integer() else str(h)
+        out[key] = float(a)
+    return out
+
+
+def make_panel(cfg: Config, force: bool = False) -> Path:
+    """The resumable panel stage: build and write the panel into ``paths.panel_dir(cfg)``.
+
+    Skips (returns at once) when the folder's completion marker holds the hash of
+    ``(cfg.panel, cfg.synthetic)``. Otherwise: build in memory (a bad input fails here, before
+    anything on disk changes), drop the old marker, write every file atomically, remove year
+    partitions of an earlier build that the new one lacks, save config.yaml (and, for the synthetic
+    source, bayes_accuracy.json), log the cleaning counts, and mark done last.
+    """
+    out = panel_dir(cfg)
+    h = section_hash(cfg.panel, cfg.synthetic)
+    if not force and is_done(out, h):
+        log.info("panel already built in %s (settings hash %s): skipping", out, h)
+        return out
+    df, stocks, meta = build_panel(cfg)
+    marker_path(out).unlink(missing_ok=True)  # half-rewritten folders must not look finished
+    write_panel(out, df, stocks, meta)
+    years = {f"year={y}" for y in meta.years}
+    for stale in sorted(out.glob("year=*")):
+        if stale.is_dir() and stale.name not in years:
+            log.info("removing %s left by an earlier build", stale)
+            shutil.rmtree(stale)
+    save_resolved(cfg, out)
+    if cfg.panel.source == "synthetic":
+        from pipeline.panel.synthetic import bayes_accuracy
+
+        acc = bayes_accuracy_dict(bayes_accuracy(cfg.synthetic))
+        write_json(out / "bayes_accuracy.json", acc)
+        log.info("Bayes-optimal accuracy by horizon: %s", acc)
+    log.info("%s", format_counts(meta.counts, f"{meta.source} panel cleaning counts"))
+    log.info("panel: %d rows, %d stocks, %s..%s, market cap %s -> %s", meta.n_rows, meta.n_stocks,
+             meta.first_date, meta.last_date, meta.mktcap_units, out)
+    mark_done(out, h, rows=meta.n_rows, stocks=meta.n_stocks)
+    return out

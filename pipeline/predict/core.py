@@ -1,0 +1,122 @@
+"""Out-of-sample prediction: every test-year image -> each member's and the ensemble's P(up).
+
+    predict_run(cfg, model=None) -> run_dir/predictions.parquet
+
+P(up) = softmax(logits)[:, 1] of each member (eval mode, best weights); the ensemble P(up) is the
+mean over members (METHOD 6). Every image of the test years gets a row, including those with a
+missing label (label 2), so evaluation decides what to drop. Columns (INTERFACES.md):
+stock_id int32, date datetime64, p_up float64, p_up_m0..p_up_m{k-1} float64, ret_5d, ret_20d,
+ret_60d, ret_week, ret_month, ret_quarter float64, label int8 (the run's horizon; 2 = missing),
+mktcap float64, ewma_vol float64.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from pipeline import paths
+from pipeline.config import Config, section_hash
+from pipeline.images.store import RETURN_COLUMNS, ImageSet, label_suffix
+from pipeline.io import is_done, mark_done, marker_path, read_json, write_parquet
+from pipeline.models.cnn import ChartCNN, fuse_for_inference
+from pipeline.train import ddp
+from pipeline.train.data import norm_for_year, normalise, oos_years
+from pipeline.train.loop import Runtime, load_member, load_norm, resolve_runtime, run_config, set_threads
+
+log = logging.getLogger(__name__)
+
+
+def predict_proba(models: list[ChartCNN], images: np.ndarray, mean: float, std: float, rt: Runtime,
+                  batch_size: int = 1024, desc: str = "") -> np.ndarray:
+    """P(up) of each model for uint8 images (N, H, 3W) (a memory map is fine: read batch-wise).
+
+    Returns float64 (N, len(models)): softmax(logits)[:, 1] per model, computed in float32 from
+    logits produced under the runtime's precision.
+    """
+    out = np.empty((len(images), len(models)), dtype=np.float64)
+    # BatchNorm folded into the convs, pooling before the activation: same P(up), less work.
+    models = [fuse_for_inference(m).to(rt.device) for m in models]
+    if rt.channels_last:
+        models = [m.to(memory_format=torch.channels_last) for m in models]
+    starts = range(0, len(images), batch_size)
+    with torch.inference_mode():
+        for s in tqdm(starts, desc=desc, leave=False, mininterval=2.0, disable=len(starts) < 4):
+            x = normalise(np.asarray(images[s:s + batch_size]), mean, std).to(rt.device)
+            if rt.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            for j, m in enumerate(models):
+                with rt.autocast():
+                    logits = m(x)
+                out[s:s + len(x), j] = torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+    return out
+
+
+def prediction_frame(labels: pd.DataFrame, probs: np.ndarray, suffix: str) -> pd.DataFrame:
+    """The predictions table of one year: label table rows (N) + member probabilities (N, k)."""
+    k = probs.shape[1]
+    df = pd.DataFrame({"stock_id": labels["stock_id"].to_numpy().astype(np.int32),
+                       "date": pd.to_datetime(labels["date"]).to_numpy(),
+                       "p_up": probs.mean(axis=1)})
+    for j in range(k):
+        df[f"p_up_m{j}"] = probs[:, j]
+    for c in RETURN_COLUMNS:
+        df[c] = labels[c].to_numpy().astype(np.float64)
+    df["label"] = labels[f"label_{suffix}"].to_numpy().astype(np.int8)
+    df["mktcap"] = labels["mktcap"].to_numpy().astype(np.float64)
+    df["ewma_vol"] = labels["ewma_vol"].to_numpy().astype(np.float64)
+    return df
+
+
+def predict_run(cfg: Config, model: str | None = None) -> Path:
+    """Write run_dir/predictions.parquet for every test-year image; resumable per year, skipped
+    when done for the same trained run. Returns the predictions path."""
+    rc = run_config(cfg, model)
+    t = rc.train
+    run = paths.run_dir(rc)
+    train_marker = marker_path(run, "_TRAIN_DONE")
+    if not train_marker.exists():
+        raise FileNotFoundError(f"{run} is not a finished training run: run `make train` first")
+    image_set = ImageSet(paths.images_dir(rc, t.image_set))
+    years = oos_years(rc, image_set)
+    rt = resolve_runtime(t, ddp.resolve_device(t.device))
+    settings = section_hash({"train": read_json(train_marker)["hash"], "years": years,
+                             "precision": rt.precision,
+                             "counts": [image_set.count(y) for y in years]})
+    out = run / "predictions.parquet"
+    if is_done(run, settings, "_PREDICT_DONE") and out.exists():
+        log.info("%s: predictions up to date, skipping", out)
+        return out
+    if rt.device.type == "cpu":
+        set_threads(t)
+    norm = load_norm(run)
+    k = t.ensemble
+    models = [load_member(run, i) for i in range(k)]
+    suffix = label_suffix(t.horizon, t.label_return)
+    parts_dir = run / "predict_parts"
+    frames = []
+    for y in tqdm(years, desc="predict years", mininterval=5.0):
+        part = parts_dir / f"{y}.parquet"
+        if is_done(parts_dir, settings, f"_DONE_{y}") and part.exists():
+            frames.append(pd.read_parquet(part))
+            continue
+        labels = image_set.labels(y)
+        imgs = image_set.images(y)
+        if len(labels) != len(imgs):
+            raise ValueError(f"{image_set.directory}: year {y} has {len(imgs)} images but "
+                             f"{len(labels)} label rows")
+        mean, std = norm_for_year(norm, y)
+        probs = predict_proba(models, imgs, mean, std, rt, rc.evaluate.predict_batch_size, desc=str(y))
+        df = prediction_frame(labels, probs, suffix)
+        write_parquet(part, df)
+        mark_done(parts_dir, settings, f"_DONE_{y}")
+        frames.append(df)
+        log.info("year %d: %d images, mean P(up) %.4f", y, len(df), float(df["p_up"].mean()))
+    write_parquet(out, pd.concat(frames, ignore_index=True))
+    mark_done(run, settings, "_PREDICT_DONE", rows=int(sum(len(f) for f in frames)))
+    return out

@@ -1,0 +1,811 @@
+"""Compose the experiment report (HTML and PDF) from the stages' artifacts only.
+
+    build_sections(exp, config_ref)  -> list[Section]    what to show, section by section
+    render_html(sections, ...)       -> str              Jinja2 (autoescape on), CSS inline,
+                                                          figures as base64 PNG data URIs
+    write_report(cfg, config_ref)    -> ReportResult      report.html, report.pdf, report.json
+
+A section whose artifacts are missing is shown as "not run" with the make target that produces
+them. Nothing is retrained or re-rendered: figures are either the stages' own PNGs (embedded
+byte for byte) or plots of artifact data (training logs, panel counts, the H-L series).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import matplotlib
+import numpy as np
+import pandas as pd
+
+from pipeline import paths
+from pipeline.config import Config, save_resolved, split_years
+from pipeline.io import atomic_write_bytes, atomic_write_text, write_json
+from pipeline.report import figures as figs
+from pipeline.report.artifacts import (EvalArtifacts, Experiment, StageTable, hl_by_run, hl_returns,
+                                       load_experiment, read_stage_table, run_roots)
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+TEMPLATES = HERE / "templates"
+ASSETS = HERE / "assets"
+FIGURE_DPI = 150
+
+# Human names of metrics.json keys, in display order; other numeric keys follow with their own name.
+METRIC_LABELS = {
+    "n": "Observations (stock-periods)",
+    "loss": "Cross-entropy loss",
+    "accuracy": "Accuracy",
+    "mcc": "Matthews correlation (MCC)",
+    "spearman": "Spearman correlation (date-averaged)",
+    "pearson": "Pearson correlation (date-averaged)",
+    "sharpe_ew": "H-L Sharpe ratio, equal-weighted",
+    "sharpe_vw": "H-L Sharpe ratio, value-weighted",
+}
+METRIC_SHORT = {"n": "N", "loss": "Loss", "accuracy": "Accuracy", "mcc": "MCC", "spearman": "Spearman",
+                "pearson": "Pearson", "sharpe_ew": "SR EW", "sharpe_vw": "SR VW"}
+CLASSIFICATION_KEYS = ("n", "loss", "accuracy", "mcc")
+CORRELATION_KEYS = ("spearman", "pearson")
+
+
+# --------------------------------------------------------------------------------------------------
+# Content blocks (what the template knows how to draw)
+
+
+@dataclass
+class Section:
+    """One report section: ``status`` is "ok", "partial" or "not run"; ``blocks`` are dicts with a
+    ``kind`` in text | note | kv | table | figure | pre | not_run (see templates/report.html.j2)."""
+
+    id: str
+    title: str
+    status: str = "ok"
+    blocks: list[dict] = field(default_factory=list)
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """Display a table cell: ints with thousands separators, floats with ``digits`` decimals
+    (integral floats >= 1000 as ints), NaN/None as an en dash, anything else as ``str``."""
+    if value is None:
+        return "–"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if math.isnan(v):
+            return "–"
+        if math.isinf(v):
+            return "∞" if v > 0 else "−∞"
+        if v.is_integer() and abs(v) >= 1000:
+            return f"{int(v):,}"
+        return f"{v:,.{digits}f}"
+    if isinstance(value, pd.Timestamp):
+        return str(value.date())
+    return str(value)
+
+
+# A cell that reads as a number (with separators, sign, stars, %, parenthesised paper value) or
+# a missing-value dash is right-aligned; anything else (names, sources) is left-aligned.
+NUMERIC_CELL = re.compile(r"^[-+−–—]?[\d,.]*\d?[%*]*( \([-+−]?[\d,.]+[%*]*\))?$|^[–—]( \(.*\))?$")
+
+
+def text(s: str) -> dict:
+    return {"kind": "text", "text": s}
+
+
+def note(s: str) -> dict:
+    return {"kind": "note", "text": s}
+
+
+def kv(items: list[tuple[str, Any]], caption: str | None = None) -> dict:
+    return {"kind": "kv", "caption": caption, "items": [(k, fmt(v)) for k, v in items]}
+
+
+def table_block(df: pd.DataFrame, caption: str, index: bool = True, note_text: str | None = None,
+                digits: int = 3, highlight_rows: tuple[str, ...] = ()) -> dict:
+    """A DataFrame as a table block; cells are pre-formatted strings (the template escapes them)."""
+    cols = [str(c) for c in df.columns]
+    rows = []
+    for idx, r in zip(df.index, df.itertuples(index=False)):
+        cells = [fmt(v, digits) for v in r]
+        text_cells = [j for j, c in enumerate(cells) if not NUMERIC_CELL.match(c)]
+        # Row labels are identifiers (years, member ids): no thousands separators.
+        label = (str(idx) if isinstance(idx, (int, np.integer)) else fmt(idx)) if index else None
+        rows.append({"label": label, "cells": cells, "text_cells": text_cells,
+                     "strong": label in highlight_rows or (not index and cells and cells[0] in highlight_rows)})
+    return {"kind": "table", "caption": caption, "columns": cols, "wide": len(cols) + index > 8,
+            "index_name": (str(df.index.name) if df.index.name is not None else "") if index else None,
+            "rows": rows, "note": note_text}
+
+
+def png_data_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def figure_to_png(fig: matplotlib.figure.Figure, dpi: int = FIGURE_DPI) -> bytes:
+    """Render a Figure to PNG bytes and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def figure_block(source: Path | matplotlib.figure.Figure, caption: str, alt: str,
+                 wide: bool = True, tall: bool = False) -> dict:
+    """An embedded PNG: an artifact file (bytes unchanged) or a Figure drawn by pipeline.report.figures."""
+    data = source.read_bytes() if isinstance(source, Path) else figure_to_png(source)
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError(f"{source}: not a PNG file")
+    # ``tall`` figures (image grids) keep their full height; others are capped to a reading size.
+    return {"kind": "figure", "src": png_data_uri(data), "caption": caption, "alt": alt, "wide": wide,
+            "tall": tall}
+
+
+def not_run(stage: str, target: str, config_ref: str, what: str) -> dict:
+    return {"kind": "not_run", "stage": stage, "what": what,
+            "command": f"make {target} CONFIG={config_ref}",
+            "report_command": f"make report CONFIG={config_ref}"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+
+
+def _weighting_words(exp: Experiment) -> dict[str, str]:
+    proxy = bool(exp.panel and exp.panel.meta.mktcap_is_proxy)
+    try:
+        from pipeline.evaluate.conventions import weighting_label
+        return {w: weighting_label(w, proxy) for w in ("ew", "vw")}
+    except ImportError:  # pragma: no cover - the evaluation package ships with the pipeline
+        return {"ew": "equal-weighted", "vw": "dollar-volume-weighted (proxy)" if proxy else "value-weighted"}
+
+
+def _bayes_key(exp: Experiment) -> str | None:
+    """Key of bayes_accuracy.json for the label the model learns: the period return ("month")
+    when the panel stage reports it, else the same horizon in records ("20"); None if absent."""
+    from pipeline.images.store import label_suffix
+
+    bayes = exp.panel.bayes_accuracy if exp.panel else None
+    if not bayes:
+        return None
+    keys = [label_suffix(exp.cfg.train.horizon, exp.cfg.train.label_return), str(exp.cfg.train.horizon)]
+    return next((k for k in keys if k in bayes), None)
+
+
+def section_overview(exp: Experiment, config_ref: str) -> Section:
+    cfg = exp.cfg
+    (i0, i1), (t0, t1) = split_years(cfg.train)
+    items: list[tuple[str, Any]] = [
+        ("Experiment", cfg.name),
+        ("Data source", cfg.panel.source + (f" ({cfg.panel.path})" if cfg.panel.path else "")),
+        ("Image set / model", f"{cfg.train.image_set} / {cfg.train.model}"),
+        ("Return horizon (label)", f"R{cfg.train.horizon} ({cfg.train.label_return} returns)"),
+        ("Split", f"{cfg.train.split}: in-sample {i0}–{i1}, out-of-sample {t0}–{t1}"),
+        ("Ensemble", f"{cfg.train.ensemble} members, ≤ {cfg.train.epochs} epochs, patience "
+                     f"{cfg.train.patience}, lr {cfg.train.lr:g}, batch {cfg.train.batch_size}"),
+    ]
+    sec = Section("overview", "Overview", blocks=[kv(items, "Experiment settings (resolved config)")])
+    if exp.evaluation:
+        m = exp.evaluation.metrics
+        head = [(METRIC_LABELS.get(k, k), m[k]) for k in
+                ("accuracy", "spearman", "pearson", "sharpe_ew", "sharpe_vw") if k in m]
+        if head:
+            words = _weighting_words(exp)
+            head = [(k.replace("value-weighted", words["vw"]), v) for k, v in head]
+            key = _bayes_key(exp)
+            if key is not None:
+                head.insert(1, (f"Bayes-optimal accuracy, R{cfg.train.horizon} (synthetic market "
+                                "ceiling)", exp.panel.bayes_accuracy[key]))
+            sec.blocks.append(kv(head, f"Headline out-of-sample results ({exp.evaluation.name})"))
+    stages = [("panel", exp.panel), ("images", any(exp.image_sets.values())), ("train", exp.run),
+              ("predict", exp.run is not None and exp.run.has_predictions),
+              ("evaluate", exp.evaluation), ("gradcam", exp.gradcam), ("ablations", exp.ablations)]
+    done = [s for s, a in stages if a]
+    missing = [s for s, a in stages if not a]
+    sec.blocks.append(text("Stages with artifacts: " + (", ".join(done) or "none") + "."
+                           + (f" Not run: {', '.join(missing)} (sections below say how to run them)."
+                              if missing else "")))
+    return sec
+
+
+def section_data(exp: Experiment, config_ref: str) -> Section:
+    sec = Section("data", "Data")
+    p = exp.panel
+    if p is None:
+        sec.status = "not run"
+        sec.blocks.append(not_run("panel", "panel", config_ref, "the canonical daily panel"))
+        return sec
+    m = p.meta
+    items: list[tuple[str, Any]] = [
+        ("Source", m.source), ("Records (stock-days)", m.n_rows), ("Stocks", m.n_stocks),
+        ("Period", f"{m.first_date} to {m.last_date}"),
+        ("Market cap", ("proxy: " if m.mktcap_is_proxy else "") + m.mktcap_units),
+        ("Market-cap proxy flag (mktcap_is_proxy)", bool(m.mktcap_is_proxy)),
+    ]
+    if p.n_tickers is not None:
+        items.append(("Securities in the id map (stocks.parquet)", p.n_tickers))
+    sec.blocks.append(kv(items, "Canonical panel (panel/meta.json)"))
+    per_year = {name: s.per_year["n_images"] for name, s in exp.image_sets.items() if s is not None}
+    sec.blocks.append(figure_block(
+        figs.universe_plot(p.universe, per_year),
+        "Universe size per year: stocks with at least one daily record in the panel (bars) and "
+        "chart images per year of each image set (lines).", "universe size per year"))
+    uni = p.universe.rename(columns={"n_stocks": "Stocks", "n_rows": "Stock-days"})
+    sec.blocks.append(table_block(uni, "Universe per year", digits=0))
+    if m.counts:
+        counts = pd.DataFrame({"Count": list(m.counts.values())},
+                              index=pd.Index(list(m.counts.keys()), name="Rule"))
+        sec.blocks.append(table_block(counts, "Filters and cleaning: records dropped, repaired or "
+                                      "masked by each rule (panel/meta.json counts)"))
+    else:
+        sec.blocks.append(note("meta.json records no cleaning counts."))
+    if p.bayes_accuracy:
+        keys = sorted(p.bayes_accuracy, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+        acc = pd.DataFrame({"Bayes accuracy": [p.bayes_accuracy[k] for k in keys]},
+                           index=pd.Index([f"R{k}" if k.isdigit() else k for k in keys], name="Horizon"))
+        sec.blocks.append(table_block(acc, "Accuracy of the Bayes-optimal classifier of the synthetic "
+                                      "market (panel/bayes_accuracy.json): the ceiling any model can "
+                                      "reach on this data."))
+    return sec
+
+
+def section_images(exp: Experiment, config_ref: str) -> Section:
+    sec = Section("images", "Chart images")
+    built = {k: v for k, v in exp.image_sets.items() if v is not None}
+    if not built:
+        sec.status = "not run"
+        sec.blocks.append(not_run("images", "images", config_ref, "the chart images and labels"))
+        return sec
+    for name, s in exp.image_sets.items():
+        if s is None:
+            sec.status = "partial"
+            sec.blocks.append(not_run("images", "images", config_ref, f"image set {name}"))
+            continue
+        h, w = s.shape or (0, 0)
+        per_year = s.per_year.rename(columns={"n_images": "Images",
+                                              "up_share": f"Share up ({s.label_column})"})
+        sec.blocks.append({"kind": "subhead", "text": f"{name} ({h}×{w} pixels)"})
+        sec.blocks.append(table_block(per_year, f"{name}: images per year and share of up labels "
+                                      "(missing labels excluded)"))
+        if len(s.rejections):
+            rej = s.rejections
+            # Many years make the table too wide: keep the total and the last few years.
+            years = [c for c in rej.columns if c != "total"]
+            shown = rej[(years[-6:] if len(years) > 6 else years) + ["total"]]
+            sec.blocks.append(table_block(
+                shown, f"{name}: windows without an image, by rejection reason (METHOD 2.7)"
+                + (f"; the last {len(years[-6:])} of {len(years)} years and the total" if len(years) > 6 else ""),
+                digits=0))
+        else:
+            sec.blocks.append(note(f"{name}: no rejections recorded (rejections.json empty or absent)."))
+        if s.contact_sheet is not None:
+            sec.blocks.append(figure_block(s.contact_sheet, f"{name}: sample images (contact sheet "
+                                           "written by the image stage).", f"{name} contact sheet", tall=True))
+        else:
+            sec.blocks.append(note(f"{name}: the image stage wrote no contact_sheet.png."))
+    return sec
+
+
+def section_training(exp: Experiment, config_ref: str) -> Section:
+    sec = Section("training", "Training")
+    r = exp.run
+    if r is None:
+        sec.status = "not run"
+        sec.blocks.append(not_run("train", "train", config_ref, f"the {paths.run_name(exp.cfg)} ensemble"))
+        return sec
+    best = [ms.get("best_epoch") for ms in r.member_summaries]
+    sec.blocks.append(figure_block(
+        figs.training_curves(r.member_logs, best),
+        f"{r.name}: training (solid) and validation (dashed) loss and accuracy per epoch for each "
+        "ensemble member; the circle marks the restored best epoch (lowest validation loss).",
+        "training curves"))
+    rows = {}
+    for i, (lg, ms) in enumerate(zip(r.member_logs, r.member_summaries)):
+        rows[f"member {i}"] = {
+            "Best epoch": ms.get("best_epoch"), "Epochs run": ms.get("epochs_run", len(lg)),
+            "Stopped early": ms.get("stopped_early"),
+            "Best val. loss": ms.get("best_val_loss", float(lg["val_loss"].min())),
+            "Best val. acc.": ms.get("best_val_acc"),
+            "Images/s": int(round(float(lg["images_per_s"].mean()))) if "images_per_s" in lg else None,
+        }
+    members = pd.DataFrame.from_dict(rows, orient="index")
+    members.index.name = "Member"
+    sec.blocks.append(table_block(members, "Ensemble members (member_<i>/summary.json; images/s is the "
+                                  "mean over epochs of log.csv)"))
+    s = r.summary
+    labels = {"n_train": "Training images", "n_val": "Validation images",
+              "val_loss_mean": "Validation loss (members' mean at best epoch)",
+              "val_acc_mean": "Validation accuracy (members' mean at best epoch)",
+              "precision": "Precision", "device": "Device"}
+    items = [(label, s[k]) for k, label in labels.items() if k in s]
+    if items:
+        sec.blocks.append(kv(items, "Run summary (summary.json)"))
+    if not r.has_predictions:
+        sec.status = "partial"
+        sec.blocks.append(not_run("predict", "predict", config_ref, "out-of-sample predictions"))
+    return sec
+
+
+def section_metrics(exp: Experiment, config_ref: str) -> Section:
+    sec = Section("metrics", "Classification and correlations")
+    e = exp.evaluation
+    if e is None:
+        sec.status = "not run"
+        sec.blocks.append(not_run("evaluate", "predict evaluate", config_ref, "the evaluation"))
+        return sec
+    m = e.metrics
+    cls = [(METRIC_LABELS[k], m[k]) for k in CLASSIFICATION_KEYS if k in m]
+    if "share_up_pred" in m:
+        cls.append(("Share predicted up (P(up) > 0.5)", m["share_up_pred"]))
+    sec.blocks.append(kv(cls, "Out-of-sample classification of the ensemble (pooled over all "
+                              "stock-periods with a realised return)"))
+    conf = m.get("confusion")
+    if isinstance(conf, dict) and {"tp", "tn", "fp", "fn"} <= set(conf):
+        cm = pd.DataFrame({"Realised up": [conf["tp"], conf["fn"]],
+                           "Realised down": [conf["fp"], conf["tn"]]},
+                          index=pd.Index(["Predicted up", "Predicted down"], name=""))
+        sec.blocks.append(table_block(cm, "Confusion matrix (counts)", digits=0))
+    cor = [(METRIC_LABELS[k], m[k]) for k in CORRELATION_KEYS if k in m]
+    if "n_dates_corr" in m:
+        cor.append(("Rebalance dates averaged", m["n_dates_corr"]))
+    if cor:
+        sec.blocks.append(kv(cor, "Correlation of P(up) with the realised return, computed per "
+                                  "rebalance date and averaged over dates"))
+    members = m.get("members")
+    if isinstance(members, list) and members:
+        mf = pd.DataFrame(members)
+        if "member" in mf.columns:
+            mf = mf.set_index("member")
+        mf.index.name = "Member"
+        sec.blocks.append(table_block(mf.rename(columns=METRIC_SHORT),
+                                      "Each ensemble member alone on the test set"))
+    counts = [(label, m[k]) for k, label in (
+        ("n_predictions", "Predictions"), ("n_universe", "In the portfolio universe"),
+        ("n_dropped_missing_return", "Dropped: missing realised return")) if k in m]
+    if counts:
+        sec.blocks.append(kv(counts, "Sample (metrics.json)"))
+    return sec
+
+
+def _eval_table(e: EvalArtifacts, stem: str) -> StageTable | None:
+    t = e.tables.get(stem)
+    return read_stage_table(t.get("md"), t.get("csv")) if t else None
+
+
+def _conventions(exp: Experiment) -> str | None:
+    try:
+        from pipeline.evaluate.conventions import conventions_text, frequency_of_horizon
+    except ImportError:  # pragma: no cover
+        return None
+    proxy = bool(exp.panel and exp.panel.meta.mktcap_is_proxy)
+    return conventions_text(frequency_of_horizon(exp.cfg.train.horizon), proxy,
+                            exp.cfg.evaluate.weights,
+                            universe="top500" if exp.cfg.evaluate.top500 else "all")
+
+
+def stage_table_block(t: StageTable, caption: str | None = None, highlight: tuple[str, ...] = (),
+                      notes: bool = True) -> dict:
+    """A stage's table as written (its own formatting, caption and, if ``notes``, its notes)."""
+    block = table_block(t.frame, caption or t.caption,
+                        note_text=(" ".join(t.notes) or None) if notes else None,
+                        highlight_rows=highlight)
+    for j in t.bold_rows:
+        block["rows"][j]["strong"] = True
+    return block
+
+
+EVAL_FIGURE_CAPTIONS = {
+    "deciles": "Annualised return of each decile portfolio sorted on P(up) (evaluation stage).",
+    "cumulative_hl": "Cumulative return of the CNN's long-short (High minus Low decile) portfolio, out "
+                     "of sample (evaluation stage).",
+    "p_up_hist": "Distribution of the ensemble's out-of-sample P(up) (evaluation stage).",
+}
+
+
+def section_portfolios(exp: Experiment, config_ref: str) -> Section:
+    sec = Section("portfolios", "Decile portfolios")
+    e = exp.evaluation
+    if e is None:
+        sec.status = "not run"
+        sec.blocks.append(not_run("evaluate", "predict evaluate", config_ref, "the decile portfolios"))
+        return sec
+    t = _eval_table(e, "deciles")
+    if t is not None:
+        sec.blocks.append(stage_table_block(t, highlight=("H-L",)))
+    else:
+        sec.status = "partial"
+        sec.blocks.append(note("The evaluation wrote no tables/deciles.md or .csv."))
+    if e.turnover:
+        rows = {k: v for k, v in e.turnover.items() if isinstance(v, dict)}
+        if rows:
+            to = pd.DataFrame.from_dict(rows, orient="index")
+            to.index.name = "Strategy"
+            words = _weighting_words(exp)
+            to = to.rename(columns={w: f"{words.get(w, w)} (%)" for w in to.columns})
+            sec.blocks.append(table_block(
+                to, "H-L turnover: " + str(e.turnover.get("unit", "% per month")), digits=0))
+    names = {f.stem: f for f in e.figures}
+    if "cumulative_hl" not in names and e.portfolios is not None and len(e.portfolios):
+        hl = hl_returns(e.portfolios)
+        main = _main_strategy(hl)
+        only = hl.loc[:, [c for c in hl.columns if c[0] == main]] if main else hl
+        sec.blocks.append(figure_block(
+            figs.cumulative_hl(only, highlight=main, weight_labels=_weighting_words(exp)),
+            "Cumulative H-L return of the CNN: running sum of per-period returns of the long-short "
+            "portfolio, out of sample.", "cumulative H-L return"))
+    for f in e.figures:
+        sec.blocks.append(figure_block(f, EVAL_FIGURE_CAPTIONS.get(
+            f.stem, f"Evaluation figure {f.name} (evaluation stage)."), f.stem))
+    return sec
+
+
+def split_columns(frame: pd.DataFrame, max_columns: int = 8) -> list[tuple[str, pd.DataFrame]]:
+    """Split a wide table into narrower ones by the first word of the column names.
+
+    Columns whose first word is shared by several columns (``EW ...``, ``VW ...``, ``Paper ...``)
+    form one group each, in first-seen order; the others (counts) go with the first group. A table
+    with at most ``max_columns`` columns is returned whole as ``[("", frame)]``.
+    """
+    if frame.shape[1] <= max_columns:
+        return [("", frame)]
+    words = [str(c).split(" ")[0] for c in frame.columns]
+    shared = [w for w in dict.fromkeys(words) if words.count(w) > 1]
+    if len(shared) < 2:
+        return [("", frame)]
+    loose = [c for c, w in zip(frame.columns, words) if w not in shared]
+    out = []
+    for j, w in enumerate(shared):
+        cols = (loose if j == 0 else []) + [c for c, cw in zip(frame.columns, words) if cw == w]
+        out.append((w, frame[cols]))
+    return out
+
+
+def _main_strategy(hl: pd.DataFrame) -> str | None:
+    """The CNN's strategy name among portfolios.parquet strategies: the one that is not a benchmark."""
+    strategies = list(dict.fromkeys(hl.columns.get_level_values(0)))
+    if "CNN" in strategies:
+        return "CNN"
+    benchmarks = {"MOM", "STR", "WSTR", "TREND"}
+    cnn = [s for s in strategies if s not in benchmarks]
+    return cnn[0] if cnn else None
+
+
+def section_benchmarks(exp: Experiment, config_ref: str) -> Section:
+    sec = Section("benchmarks", "Benchmark strategies")
+    e = exp.evaluation
+    if e is None:
+        sec.status = "not run"
+        sec.blocks.append(not_run("evaluate", "predict evaluate", config_ref, "the benchmark strategies"))
+        return sec
+    shown = False
+    t = _eval_table(e, "benchmarks")
+    if t is not None:
+        parts = split_columns(t.frame)
+        for j, (group, frame) in enumerate(parts):
+            part = StageTable(caption=t.caption + (f" — {group}" if len(parts) > 1 else ""),
+                              frame=frame, notes=t.notes if j == len(parts) - 1 else [])
+            sec.blocks.append(stage_table_block(part))
+        shown = True
+    if e.portfolios is not None and len(e.portfolios):
+        hl = hl_returns(e.portfolios)
+        if len(set(hl.columns.get_level_values(0))) > 1:
+            sec.blocks.append(figure_block(
+                figs.cumulative_hl(hl, highlight=_main_strategy(hl), weight_labels=_weighting_words(exp)),
+                "Cumulative H-L return (running sum of per-period returns) of the CNN (thick, black) "
+                "and of each benchmark strategy, sorted in its predictive direction (thin).",
+                "cumulative H-L returns of all strategies"))
+            shown = True
+    bench_stems = sorted(s for s in e.tables if s.startswith("deciles_"))
+    if bench_stems:
+        sec.blocks.append(text("Decile portfolios of each benchmark follow; the conventions are those "
+                               "of the CNN's decile table."))
+    for stem in bench_stems:
+        bt = _eval_table(e, stem)
+        if bt is not None:
+            sec.blocks.append(stage_table_block(bt, highlight=("H-L",), notes=False))
+    if not shown:
+        sec.status = "partial"
+        sec.blocks.append(note("The evaluation wrote no benchmark table and portfolios.parquet has only "
+                               "the CNN strategy."))
+    return sec
+
+
+def section_gradcam(exp: Experiment, config_ref: str) -> Section:
+    sec = Section("gradcam", "Grad-CAM")
+    g = exp.gradcam
+    if g is None:
+        sec.status = "not run"
+        sec.blocks.append(not_run("gradcam", "gradcam", config_ref, "the Grad-CAM maps"))
+        return sec
+    year = exp.cfg.gradcam.year
+    if g.panel:
+        sec.blocks.append(figure_block(
+            g.panel, f"Grad-CAM of the {paths.run_name(exp.cfg)} model for the "
+            f"{exp.cfg.gradcam.n_per_side} highest- and lowest-P(up) out-of-sample images"
+            f"{f' of {year}' if year else ' of the last test year'}: the first row is the chart, each "
+            "further row the heat map of one convolutional block (brighter = more influence on the "
+            "predicted class).", "Grad-CAM panel", tall=True))
+    if g.averages:
+        sec.blocks.append(figure_block(
+            g.averages, f"Mean image and mean Grad-CAM map of each block over up to "
+            f"{exp.cfg.gradcam.average_samples:,} out-of-sample images, by predicted decile and by "
+            "realised outcome.", "average Grad-CAM maps", tall=True))
+    for f in g.other_figures:
+        sec.blocks.append(figure_block(f, f"Grad-CAM figure {f.name}.", f.stem))
+    if g.selection is not None and len(g.selection):
+        sel = g.selection.head(2 * exp.cfg.gradcam.n_per_side).reset_index(drop=True)
+        sel.index = sel.index + 1
+        sel.index.name = "#"
+        sec.blocks.append(table_block(sel, "Images shown (selection.parquet)", digits=3))
+    return sec
+
+
+def section_ablations(exp: Experiment, config_ref: str) -> Section:
+    sec = Section("ablations", "Ablations (Table 18)")
+    a = exp.ablations
+    if a is None:
+        sec.status = "not run"
+        sec.blocks.append(not_run("ablations", "ablations", config_ref, "the Table-18 variants"))
+    elif a.table is not None:
+        sec.blocks.append(stage_table_block(
+            a.table, "Table 18: one architecture or training change at a time against the baseline; "
+            "each cell this project (paper, SSRN Table 18)"))
+    elif a.tidy is not None:
+        sec.blocks.append(table_block(a.tidy, "Table 18 (table18.csv)", index=False))
+    if len(exp.all_metrics) > 1:
+        m = exp.all_metrics.copy()
+        m["run"] = [r if e == exp.cfg.name else f"{e}/{r}" for e, r in zip(m["experiment"], m["run"])]
+        cols = [c for c in ("run", "n", "loss", "accuracy", "mcc", "spearman", "pearson", "sharpe_ew",
+                            "sharpe_vw") if c in m.columns]
+        sec.blocks.append(table_block(m[cols].set_index("run").rename(columns=METRIC_SHORT),
+                                      "Every evaluated run of this experiment (eval/*/metrics.json; "
+                                      "ablation variants under ablations/)"))
+        hl = hl_by_run(run_roots(exp.cfg), weighting="ew")
+        if hl.shape[1] > 1:
+            hl.columns = pd.MultiIndex.from_product([hl.columns, ["ew"]])
+            sec.blocks.append(figure_block(
+                figs.cumulative_hl(hl, highlight=f"{exp.cfg.name}/{paths.run_name(exp.cfg)}",
+                                   weight_labels={"ew": "equal-weighted"}),
+                "Cumulative equal-weighted H-L return of every evaluated run (baseline thick).",
+                "cumulative H-L return of every run"))
+    return sec
+
+
+def paper_comparison(exp: Experiment) -> pd.DataFrame | None:
+    """This run's headline numbers beside the paper's (pipeline.paper_numbers), one row per quantity.
+
+    Returns index = quantity; columns Paper (float), Source (str), This run (float); None when the
+    paper reports nothing for this model and horizon or the run is not evaluated. Validation rows
+    (SSRN Table 18) use the run's summary.json means.
+    """
+    if exp.evaluation is None:
+        return None
+    try:
+        from pipeline import paper_numbers as pn
+    except ImportError:  # pragma: no cover - shipped with the evaluation stage
+        return None
+    cfg = exp.cfg
+    model, h = cfg.train.model, cfg.train.horizon
+    uni = "top500" if cfg.evaluate.top500 else "all"
+    m = exp.evaluation.metrics
+    words = _weighting_words(exp)["vw"]
+    # Say how this run's "VW" was weighted only when it differs from the paper's (proxy caps).
+    vw = f"this run: {words}" if words != "value-weighted" else ""
+    rows: list[tuple[str, float, str, float]] = []
+
+    def add(label: str, paper: float | None, source: str, ours: Any) -> None:
+        if paper is not None:
+            rows.append((label, float(paper), source,
+                         float(ours) if isinstance(ours, (int, float)) else float("nan")))
+
+    t18 = pn.table18_reference(model) if h == 20 and uni == "all" else None
+    if t18:
+        src = "SSRN Table 18 (test 2000–2019)"
+        s = exp.run.summary if exp.run else {}
+        add("Validation loss (members' mean)", t18["loss_v"], src, s.get("val_loss_mean"))
+        add("Validation accuracy (members' mean)", t18["acc_v"], src, s.get("val_acc_mean"))
+        add("Test loss", t18["loss_t"], src, m.get("loss"))
+        add("Test accuracy", t18["acc_t"], src, m.get("accuracy"))
+        add("Spearman correlation", t18["spearman"], src, m.get("spearman"))
+        add("Pearson correlation", t18["pearson"], src, m.get("pearson"))
+        add("H-L Sharpe ratio, equal-weighted", t18["sr_ew"], src, m.get("sharpe_ew"))
+        add(f"H-L Sharpe ratio, value-weighted{f' ({vw})' if vw else ''}", t18["sr_vw"], src,
+            m.get("sharpe_vw"))
+    acc = pn.ACCURACY.get((model, h))
+    if acc is not None:
+        add("Test accuracy", acc, "JF 2023 Table 2 [2nd] (test 2001–2019)", m.get("accuracy"))
+    cor = pn.CORRELATIONS.get((model, h))
+    if cor:
+        src = f"JF 2023 [{cor.get('source', '')}] (test 2001–2019)"
+        add("Spearman correlation", cor.get("spearman"), src, m.get("spearman"))
+        add("Pearson correlation", cor.get("pearson"), src, m.get("pearson"))
+    ref = pn.hl_reference(model, h, uni)
+    if ref is not None:
+        src = f"JF 2023 [{ref.source}] (test 2001–2019)"
+        add("H-L annualised return, equal-weighted", ref.ew_ret, src, m.get("hl_ret_ew"))
+        add("H-L Sharpe ratio, equal-weighted", ref.ew_sr, src, m.get("sharpe_ew"))
+        add(f"H-L annualised return, value-weighted{f' ({vw})' if vw else ''}", ref.vw_ret, src,
+            m.get("hl_ret_vw"))
+        add(f"H-L Sharpe ratio, value-weighted{f' ({vw})' if vw else ''}", ref.vw_sr, src,
+            m.get("sharpe_vw"))
+        add("H-L turnover, equal-weighted (% per month)", ref.turnover_ew, src, m.get("turnover_ew_pct"))
+        add("H-L turnover, value-weighted (% per month)", ref.turnover_vw, src, m.get("turnover_vw_pct"))
+    if not rows:
+        return None
+    out = pd.DataFrame(rows, columns=["Quantity", "Paper", "Source", "This run"]).set_index("Quantity")
+    return out
+
+
+def section_paper(exp: Experiment, config_ref: str) -> Section:
+    sec = Section("paper", "Comparison with the paper")
+    if exp.evaluation is None:
+        sec.status = "not run"
+        sec.blocks.append(not_run("evaluate", "predict evaluate", config_ref, "the numbers to compare"))
+        return sec
+    cmp_df = paper_comparison(exp)
+    if cmp_df is not None:
+        sec.blocks.append(table_block(cmp_df[["This run", "Paper", "Source"]],
+                                      f"{exp.cfg.train.model}/R{exp.cfg.train.horizon}: this run beside "
+                                      "the paper's published numbers (pipeline/paper_numbers.py)"))
+    else:
+        sec.blocks.append(text(f"The paper reports no headline numbers for {exp.cfg.train.model}/"
+                               f"R{exp.cfg.train.horizon} in pipeline/paper_numbers.py."))
+    sec.blocks.append(text("The decile, benchmark and Table-18 tables above carry the paper's values "
+                           "in their 'Paper' columns (or in parentheses) wherever it reports them."))
+    sec.blocks.append(note(
+        "The paper (SSRN 2020 / JF 2023) uses CRSP stocks, about 2,000–7,000 a year. Numbers from other "
+        "data, splits or ensemble sizes are reference points, not targets: see the caveats below."))
+    return sec
+
+
+def section_caveats(exp: Experiment, config_ref: str) -> Section:
+    sec = Section("caveats", "Conventions and caveats")
+    cfg = exp.cfg
+    source = exp.panel.meta.source if exp.panel else cfg.panel.source
+    items: list[str] = []
+    if source == "synthetic":
+        bayes = exp.panel.bayes_accuracy if exp.panel else None
+        b = ""
+        if bayes:
+            key = _bayes_key(exp)
+            if key is not None:
+                what = f"{key}-record return" if key.isdigit() else f"{key}ly period return"
+                b = (f" The Bayes-optimal accuracy for R{cfg.train.horizon} ({what}) on this market is "
+                     f"{bayes[key]:.3f}; no model can exceed it except by chance, so compare the "
+                     "model's accuracy with it.")
+        items.append("Synthetic data: every price in this report comes from the embedded synthetic "
+                     "market with planted, known predictive effects; the numbers test the pipeline "
+                     "and say nothing about real markets." + b)
+    if source != "crsp":
+        items.append("Survivorship: free price data holds only firms alive at download, without "
+                     "delisted stocks; early years have few, mostly large, surviving stocks, which "
+                     "inflates decile returns (the low decile most) and shrinks H-L spreads."
+                     if source != "synthetic" else
+                     "Survivorship: the synthetic market lists and delists stocks over time and the "
+                     "panel keeps every stock until its delisting, so it has no survivorship bias; "
+                     "free real data (Stooq, Yahoo) do.")
+    if exp.panel and exp.panel.meta.mktcap_is_proxy:
+        items.append("Market-cap proxy: the data have no shares outstanding, so 'value' weights and "
+                     f"size ranks use the {cfg.panel.mktcap_proxy_window}-record trailing mean of "
+                     "close × volume (dollar volume). "
+                     "Such results are labelled dollar-volume-weighted (proxy) and are not comparable "
+                     "with CRSP value-weighted numbers.")
+    if source in ("stooq", "yahoo"):
+        items.append("Dividends: Stooq prices are split-adjusted but dividends are incompletely "
+                     "adjusted, which biases returns slightly downwards." if source == "stooq" else
+                     "Returns come from adjusted closes (total return).")
+    sec.blocks.append({"kind": "list", "items": items})
+    conv = _conventions(exp)
+    if conv:
+        sec.blocks.append(text("Evaluation conventions: " + conv))
+    sec.blocks.append(text(
+        "Every number and figure here is read from the stages' artifacts under "
+        f"{cfg.experiment_dir}/; the report never retrains or re-renders. The resolved configuration "
+        "is saved beside each artifact and beside this report (config.yaml)."))
+    return sec
+
+
+SECTION_BUILDERS = (section_overview, section_data, section_images, section_training, section_metrics,
+                    section_portfolios, section_benchmarks, section_gradcam, section_ablations,
+                    section_paper, section_caveats)
+
+
+def build_sections(exp: Experiment, config_ref: str | None = None) -> list[Section]:
+    """Every section of the report, in order; missing artifacts give "not run" sections."""
+    ref = config_ref or exp.cfg.name
+    return [b(exp, ref) for b in SECTION_BUILDERS]
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _environment() -> jinja2.Environment:
+    # autoescape=True for every template: artifact text (tickers, rule names) is never trusted HTML.
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def render_html(sections: list[Section], title: str, subtitle: str, generated: str) -> str:
+    """The self-contained HTML document (CSS inline, images as data URIs)."""
+    css = (ASSETS / "report.css").read_text()
+    return _environment().get_template("report.html.j2").render(
+        sections=sections, title=title, subtitle=subtitle, generated=generated, css=css)
+
+
+def pdf_font_css() -> str:
+    """@font-face rules pointing at the DejaVu files matplotlib ships: offline and always present."""
+    ttf = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    faces = []
+    for fam, fname, weight, style in (("DejaVu Sans", "DejaVuSans.ttf", "normal", "normal"),
+                                      ("DejaVu Sans", "DejaVuSans-Bold.ttf", "bold", "normal"),
+                                      ("DejaVu Sans", "DejaVuSans-Oblique.ttf", "normal", "italic"),
+                                      ("DejaVu Sans Mono", "DejaVuSansMono.ttf", "normal", "normal")):
+        if (ttf / fname).exists():
+            faces.append(f'@font-face {{ font-family: "{fam}"; src: url("{(ttf / fname).as_uri()}"); '
+                         f"font-weight: {weight}; font-style: {style}; }}")
+    return "\n".join(faces)
+
+
+def render_pdf(html: str) -> tuple[bytes, int]:
+    """PDF bytes of the HTML (WeasyPrint, print stylesheet of report.css) and its page count."""
+    # WeasyPrint logs every parsing and layout step at INFO (also on import); only its warnings
+    # belong in the stage's log.
+    logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
+    import weasyprint
+
+    doc = weasyprint.HTML(string=html, base_url=str(ASSETS)).render(
+        stylesheets=[weasyprint.CSS(string=pdf_font_css())])
+    return doc.write_pdf(), len(doc.pages)
+
+
+@dataclass
+class ReportResult:
+    html: Path
+    pdf: Path | None
+    pages: int | None
+    sections: list[dict]
+
+
+def write_report(cfg: Config, config_ref: str | None = None, pdf: bool | None = None) -> ReportResult:
+    """Compose reports/<name>/report.html (+ report.pdf, report.json, config.yaml) from artifacts."""
+    exp = load_experiment(cfg)
+    sections = build_sections(exp, config_ref)
+    title = cfg.report.title or f"(Re-)Imag(in)ing Price Trends — experiment “{cfg.name}”"
+    subtitle = (f"Replication of Jiang, Kelly & Xiu (2020/2023): {cfg.train.image_set} images, "
+                f"{cfg.train.model} CNN, R{cfg.train.horizon} labels, {cfg.panel.source} data")
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    html = render_html(sections, title, subtitle, generated)
+    out = paths.report_dir(cfg)
+    atomic_write_text(out / "report.html", html)
+    pdf_path, pages = None, None
+    if cfg.report.pdf if pdf is None else pdf:
+        data, pages = render_pdf(html)
+        pdf_path = out / "report.pdf"
+        atomic_write_bytes(pdf_path, data)
+    summary = [{"id": s.id, "title": s.title, "status": s.status,
+                "figures": sum(b["kind"] == "figure" for b in s.blocks),
+                "tables": sum(b["kind"] == "table" for b in s.blocks)} for s in sections]
+    write_json(out / "report.json", {"sections": summary, "pages": pages, "generated": generated})
+    save_resolved(cfg, out)
+    log.info("report: %s%s (%s)", out / "report.html", f" and report.pdf, {pages} pages" if pdf_path else "",
+             ", ".join(f"{s['id']}={s['status']}" for s in summary))
+    return ReportResult(html=out / "report.html", pdf=pdf_path, pages=pages, sections=summary)
+
+
+__all__ = ["Section", "build_sections", "render_html", "render_pdf", "write_report", "fmt",
+           "table_block", "ReportResult"]

@@ -1,0 +1,19 @@
+"""``python -m pipeline.train --config X`` (make train); also under ``torchrun --nproc_per_node=N``."""
+
+from __future__ import annotations
+
+from pipeline.cli import run_stage
+
+
+def _body(cfg, args) -> None:  # noqa: ANN001
+    from pipeline.train.loop import train_run
+
+    train_run(cfg, args.model)
+
+
+def _extra(p) -> None:  # noqa: ANN001
+    p.add_argument("--model", default=None, help="registry name to train instead of train.model")
+
+
+if __name__ == "__main__":
+    run_stage("Train the CNN ensemble on the in-sample images.", _body, extra=_extra)

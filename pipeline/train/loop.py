@@ -1,0 +1,451 @@
+"""Training an ensemble of chart CNNs (METHOD.md section 6).
+
+    train_run(cfg, model=None) -> run dir       every member, resumable, skipped when done
+    load_member(run_dir, i) -> ChartCNN         eval mode, best (restored) weights
+
+Per member i (seed = cfg.train.seed + i): its own random 70/30 split of the in-sample pool and its
+own initialisation; cross-entropy, Adam (lr 1e-5, no weight decay), batch 128 shuffled, at most
+``epochs`` epochs; after each epoch the validation loss (eval mode) feeds :class:`EarlyStopping`
+(stop when epoch - best_epoch >= patience) and the best weights are restored at the end.
+Every epoch is checkpointed (model, optimizer, early-stopping state, best weights, log), and each
+epoch's randomness (shuffle, dropout) is seeded from (member seed, epoch), so an interrupted run
+resumes where it stopped and ends with the same weights as an uninterrupted one.
+
+Run-dir layout: see INTERFACES.md ("Run"). Epochs are numbered from 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from pipeline import paths
+from pipeline.config import Config, TrainConfig, save_resolved, section_hash
+from pipeline.images.store import ImageSet
+from pipeline.io import atomic_path, atomic_write_text, is_done, mark_done, marker_path, read_json, write_json
+from pipeline.models.cnn import ChartCNN
+from pipeline.models.registry import create_model, model_spec
+from pipeline.train import ddp
+from pipeline.train.data import (MemmapImages, SampleIndex, collate_batch, compute_norm, insample_index,
+                                 split_member)
+
+log = logging.getLogger(__name__)
+
+LOG_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_mcc", "seconds",
+               "images_per_s", "val_diff"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Early stopping
+
+
+@dataclass
+class EarlyStopping:
+    """Track the best validation loss; ``should_stop`` when epoch - best_epoch >= patience.
+
+    A loss counts as better only if strictly lower (ties keep the earlier epoch). NaN never improves.
+    """
+
+    patience: int
+    best_loss: float = math.inf
+    best_epoch: int = -1
+
+    def update(self, epoch: int, val_loss: float) -> bool:
+        """Record epoch ``epoch``'s validation loss; True if it is the new best."""
+        if val_loss < self.best_loss:
+            self.best_loss, self.best_epoch = float(val_loss), int(epoch)
+            return True
+        return False
+
+    def should_stop(self, epoch: int) -> bool:
+        return self.best_epoch >= 0 and epoch - self.best_epoch >= self.patience
+
+    def state(self) -> dict:
+        return {"patience": self.patience, "best_loss": self.best_loss, "best_epoch": self.best_epoch}
+
+
+# --------------------------------------------------------------------------------------------------
+# Device and precision
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Resolved device and precision. precision: "bf16" | "fp16" (CUDA only) | "fp32"."""
+
+    device: torch.device
+    precision: str
+    channels_last: bool
+
+    def autocast(self):  # noqa: ANN201
+        if self.precision == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # older torch without the probes
+        return False
+
+
+def resolve_runtime(t: TrainConfig, device: torch.device) -> Runtime:
+    """Precision "auto": bf16 autocast on CPUs with native bf16 and on bf16-capable GPUs, fp16
+    (with gradient scaling) on older GPUs, else fp32. channels_last on CPU (oneDNN's fast layout)."""
+    if device.type == "cuda":
+        bf16_ok = torch.cuda.is_bf16_supported()
+        prec = {"fp32": "fp32", "bf16": "bf16"}.get(t.precision, "bf16" if bf16_ok else "fp16")
+        return Runtime(device, prec, channels_last=False)
+    if t.precision == "bf16" and not cpu_has_fast_bf16():
+        log.warning("train.precision bf16 requested but this CPU has no native bf16: it will be slow")
+    prec = "bf16" if t.precision == "bf16" or (t.precision == "auto" and cpu_has_fast_bf16()) else "fp32"
+    return Runtime(device, prec, channels_last=True)
+
+
+def set_threads(t: TrainConfig) -> int:
+    """torch intra-op threads: cfg.train.threads, else the cores available to this process shared
+    among the processes torchrun started on this machine (LOCAL_WORLD_SIZE)."""
+    if t.threads:
+        n = t.threads
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        n = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(int(n))
+    return int(n)
+
+
+# --------------------------------------------------------------------------------------------------
+# One epoch
+
+
+def binary_metrics(tp: float, tn: float, fp: float, fn: float) -> tuple[float, float, float]:
+    """Accuracy, Matthews correlation (0 when a margin is empty) and diff = share predicted up
+    minus share predicted down, from confusion counts (positive = up)."""
+    n = tp + tn + fp + fn
+    acc = (tp + tn) / n if n else float("nan")
+    den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    mcc = (tp * tn - fp * fn) / den if den > 0 else 0.0
+    diff = ((tp + fp) - (tn + fn)) / n if n else float("nan")
+    return acc, mcc, diff
+
+
+def run_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, rt: Runtime, info: ddp.DistInfo,
+              optimizer: torch.optim.Optimizer | None = None, scaler: torch.amp.GradScaler | None = None,
+              desc: str = "") -> dict:
+    """One pass over ``loader``; trains when ``optimizer`` is given (train mode), else evaluates
+    (eval mode, no grad). Returns {"loss", "acc", "mcc", "diff", "n", "seconds"} pooled over ranks
+    (loss = mean per-image cross-entropy)."""
+    training = optimizer is not None
+    model.train(training)
+    sums = np.zeros(6)  # loss_sum, n, tp, tn, fp, fn
+    t0 = time.perf_counter()
+    bar = tqdm(loader, desc=desc, leave=False, disable=not info.is_main, mininterval=2.0)
+    with torch.set_grad_enabled(training):
+        for x, y in bar:
+            if y.numel() and (int(y.max()) > 1 or int(y.min()) < 0):
+                # Label 2 (missing) must have been dropped by the index (METHOD 3.2).
+                raise ValueError(f"label outside {{0, 1}} reached the loss: {sorted(set(y.tolist()))}")
+            x = x.to(rt.device, non_blocking=True)
+            if rt.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(rt.device, non_blocking=True)
+            with rt.autocast():
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+            if training:
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+            with torch.no_grad():
+                pred = logits.argmax(1)
+                tp = int(((pred == 1) & (y == 1)).sum())
+                tn = int(((pred == 0) & (y == 0)).sum())
+                fp = int(((pred == 1) & (y == 0)).sum())
+                fn = int(((pred == 0) & (y == 1)).sum())
+            sums += (loss.item() * len(y), len(y), tp, tn, fp, fn)
+    seconds = time.perf_counter() - t0
+    sums = ddp.all_reduce_sum(sums, info)
+    acc, mcc, diff = binary_metrics(*sums[2:])
+    # Plain Python numbers: they go into checkpoints loaded with weights_only=True.
+    return {"loss": float(sums[0] / max(sums[1], 1)), "acc": float(acc), "mcc": float(mcc),
+            "diff": float(diff), "n": int(sums[1]), "seconds": float(seconds)}
+
+
+# --------------------------------------------------------------------------------------------------
+# One member
+
+
+def _loader(ds: MemmapImages, sampler, batch: int, workers: int, rt: Runtime) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, collate_fn=collate_batch,
+                                       num_workers=workers, pin_memory=rt.device.type == "cuda",
+                                       persistent_workers=False)
+
+
+def _csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r[k] for k in LOG_COLUMNS})
+    return buf.getvalue()
+
+
+def _save_torch(path: Path, obj: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in ddp.unwrap(model).state_dict().items()}
+
+
+def train_member(t: TrainConfig, model_name: str, image_dir: Path, index: SampleIndex, norm: dict,
+                 member: int, member_dir: Path, rt: Runtime, info: ddp.DistInfo | None = None,
+                 settings_hash: str = "", on_epoch_end: Callable[[int, dict], None] | None = None
+                 ) -> tuple[ChartCNN, dict]:
+    """Train (or resume, or load when finished) ensemble member ``member``.
+
+    t: training settings (seed, epochs, patience, lr, batch_size, val_fraction, num_workers).
+    index: the in-sample pool; this member splits it 70/30 with seed t.seed + member.
+    Writes member_dir/{log.csv, checkpoint.pt, best.pt, summary.json} (rank 0 only).
+    ``on_epoch_end(epoch, row)`` runs after each epoch's checkpoint (used by tests to interrupt).
+    Returns the model (best weights, eval mode, on rt.device) and the member summary dict.
+    """
+    info = info or ddp.DistInfo(device=rt.device)
+    seed = t.seed + member
+    done_hash = settings_hash or "nohash"
+    if is_done(member_dir, done_hash):
+        model = load_member_dir(member_dir, model_name).to(rt.device)
+        return model, read_json(member_dir / "summary.json")
+
+    train_pos, val_pos = split_member(len(index), t.val_fraction, seed)
+    if len(train_pos) == 0 or len(val_pos) == 0:
+        raise ValueError(f"member {member}: pool of {len(index)} images is too small for a "
+                         f"{1 - t.val_fraction:.0%}/{t.val_fraction:.0%} split")
+    train_ds = MemmapImages(image_dir, index.subset(train_pos), norm)
+    val_ds = MemmapImages(image_dir, index.subset(val_pos), norm)
+    # The global batch is the paper's 128 however many processes share it.
+    per_rank_batch = max(1, t.batch_size // info.world_size)
+    sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank,
+                                                  shuffle=True, seed=seed, drop_last=False)
+    val_sampler = list(range(info.rank, len(val_ds), info.world_size))
+    train_loader = _loader(train_ds, sampler, per_rank_batch, t.num_workers, rt)
+    val_loader = _loader(val_ds, val_sampler, max(per_rank_batch, 512), t.num_workers, rt)
+
+    torch.manual_seed(seed)  # the member's initialisation
+    model = create_model(model_name).to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        # The stem's (C_out, 1, kh, kw) weight is used as a matrix: keep it (and its gradient,
+        # which DDP buckets expect in the parameter's layout) contiguous.
+        stem = model.blocks[0].conv.weight
+        stem.data = torch.empty(stem.shape, dtype=stem.dtype, device=stem.device).copy_(stem.data)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if rt.precision == "fp16" else None
+    stopper = EarlyStopping(t.patience)
+    rows: list[dict] = []
+    best_state = _cpu_state(model)
+    start = 0
+    ckpt_path = member_dir / "checkpoint.pt"
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ck.get("hash") == done_hash:
+            model.load_state_dict(ck["model"])
+            optimizer.load_state_dict(ck["optimizer"])
+            stopper = EarlyStopping(**ck["stopper"])
+            best_state, rows, start = ck["best_state"], ck["log"], int(ck["epoch"]) + 1
+            if info.is_main:
+                log.info("member %d: resuming after epoch %d", member, start - 1)
+        elif info.is_main:
+            log.info("member %d: checkpoint from other settings, starting over", member)
+    net = ddp.wrap_model(model, info)
+
+    stopped_early = bool(rows) and stopper.should_stop(start - 1)
+    epoch = start
+    while epoch < t.epochs and not stopped_early:
+        sampler.set_epoch(epoch)
+        # Dropout randomness per (member, epoch, rank): a resumed epoch replays exactly.
+        torch.manual_seed(seed * 100_003 + epoch * 101 + info.rank)
+        tr = run_epoch(net, train_loader, rt, info, optimizer, scaler, desc=f"m{member} e{epoch} train")
+        ddp.sync_buffers(net, info)
+        va = run_epoch(net, val_loader, rt, info, desc=f"m{member} e{epoch} val")
+        row = {"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": va["loss"],
+               "val_acc": va["acc"], "val_mcc": va["mcc"], "seconds": tr["seconds"] + va["seconds"],
+               "images_per_s": tr["n"] / tr["seconds"] if tr["seconds"] > 0 else float("nan"),
+               "val_diff": va["diff"]}
+        rows.append(row)
+        if stopper.update(epoch, va["loss"]):
+            best_state = _cpu_state(model)
+        stopped_early = stopper.should_stop(epoch)
+        if info.is_main:
+            log.info("member %d epoch %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f mcc %.4f | "
+                     "%.0f img/s", member, epoch, tr["loss"], tr["acc"], va["loss"], va["acc"],
+                     va["mcc"], row["images_per_s"])
+            _save_torch(ckpt_path, {"model": _cpu_state(model), "optimizer": optimizer.state_dict(),
+                                    "epoch": epoch, "stopper": stopper.state(), "best_state": best_state,
+                                    "log": rows, "hash": done_hash})
+            atomic_write_text(member_dir / "log.csv", _csv_text(rows))
+        ddp.barrier(info)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+        epoch += 1
+
+    ddp.check_replicas(net, info)
+    model.load_state_dict(best_state)
+    model.eval()
+    best = next(r for r in rows if r["epoch"] == stopper.best_epoch)
+    summary = {"member": member, "seed": seed, "model": model_name, "best_epoch": stopper.best_epoch,
+               "best_val_loss": stopper.best_loss, "best_val_acc": best["val_acc"],
+               "best_val_mcc": best["val_mcc"], "epochs_run": len(rows), "stopped_early": stopped_early,
+               "n_train": len(train_ds), "n_val": len(val_ds)}
+    if info.is_main:
+        _save_torch(member_dir / "best.pt", best_state)
+        write_json(member_dir / "summary.json", summary)
+        mark_done(member_dir, done_hash)
+    ddp.barrier(info)
+    return model, summary
+
+
+# --------------------------------------------------------------------------------------------------
+# A whole run
+
+
+_NOT_NUMERIC = ("threads", "num_workers", "device", "precision")
+
+
+def image_set_fingerprint(image_set: ImageSet) -> dict:
+    """What identifies the image set's content: its completion-marker hash and per-year counts."""
+    m = marker_path(image_set.directory)
+    return {"marker": read_json(m).get("hash") if m.exists() else None,
+            "counts": {str(y): image_set.count(y) for y in image_set.years}}
+
+
+def member_hash(t: TrainConfig, rt: Runtime, fingerprint: dict) -> str:
+    """Settings that determine a member's weights (not the ensemble size, threads or workers)."""
+    d = {k: v for k, v in dataclasses.asdict(t).items() if k not in _NOT_NUMERIC + ("ensemble",)}
+    return section_hash(d, {"precision": rt.precision, "device": rt.device.type}, fingerprint)
+
+
+def run_config(cfg: Config, model: str | None) -> Config:
+    """``cfg`` with ``train.model`` set to the model actually trained (ablation variants)."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, model=model or cfg.train.model))
+
+
+def check_model_fits(model_name: str, image_set: ImageSet) -> None:
+    """ValueError when the model's input size differs from the image set's (H, 3W)."""
+    hw = model_spec(model_name).image_hw
+    if tuple(image_set.shape) != tuple(hw):
+        raise ValueError(f"model {model_name} expects {hw[0]}x{hw[1]} images but "
+                         f"{image_set.directory} holds {image_set.shape[0]}x{image_set.shape[1]}")
+
+
+def train_run(cfg: Config, model: str | None = None,
+              on_epoch_end: Callable[[int, int, dict], None] | None = None,
+              on_member_end: Callable[[int, ChartCNN], None] | None = None) -> Path:
+    """Train the ensemble of ``model`` (default cfg.train.model) into paths.run_dir(cfg, model).
+
+    Resumable: finished members are skipped, an interrupted member resumes from its checkpoint;
+    the whole run is skipped when done with the same settings. Under torchrun, data-parallel.
+    on_epoch_end(member, epoch, row) / on_member_end(member, model with best weights): hooks (tests,
+    notebooks). Returns the run directory.
+    """
+    rc = run_config(cfg, model)
+    t = rc.train
+    run = paths.run_dir(rc)
+    model_spec(t.model)  # an unknown name fails before any data is read
+    info = ddp.init_distributed(t.device)
+    rt = resolve_runtime(t, info.device)
+    image_set, index = insample_index(rc)
+    check_model_fits(t.model, image_set)
+    fp = image_set_fingerprint(image_set)
+    m_hash = member_hash(t, rt, fp)
+    run_hash = section_hash({"member": m_hash, "ensemble": t.ensemble})
+    if is_done(run, run_hash, "_TRAIN_DONE"):
+        log.info("%s: already trained with these settings, skipping", run)
+        return run
+    threads = set_threads(t) if rt.device.type == "cpu" else torch.get_num_threads()
+    if info.is_main:
+        log.info("training %s: %d members on %d in-sample images, %s %s, %d threads, world size %d",
+                 t.model, t.ensemble, len(index), rt.device, rt.precision, threads, info.world_size)
+    norm = compute_norm(image_set, index, t.norm)
+    if info.is_main:
+        save_resolved(rc, run)
+        write_json(run / "norm.json", norm)
+        write_json(run / "pool.json", index.info)
+    ddp.barrier(info)
+    members = []
+    for i in range(t.ensemble):
+        hook = (lambda e, r, i=i: on_epoch_end(i, e, r)) if on_epoch_end else None
+        net, s = train_member(t, t.model, image_set.directory, index, norm, i, run / f"member_{i}", rt,
+                              info, settings_hash=section_hash({"member_hash": m_hash, "i": i}),
+                              on_epoch_end=hook)
+        if on_member_end is not None:
+            on_member_end(i, net)
+        members.append(s)
+    if info.is_main:
+        write_json(run / "summary.json", {
+            "model": t.model, "members": members,
+            "val_loss_mean": float(np.mean([m["best_val_loss"] for m in members])),
+            "val_acc_mean": float(np.mean([m["best_val_acc"] for m in members])),
+            "n_train": members[0]["n_train"], "n_val": members[0]["n_val"],
+            "precision": rt.precision, "device": str(rt.device), "world_size": info.world_size})
+        mark_done(run, run_hash, "_TRAIN_DONE")
+    ddp.barrier(info)
+    return run
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def run_model_name(run_dir: Path) -> str:
+    """The registry name a run trained (from its resolved config.yaml)."""
+    p = Path(run_dir) / "config.yaml"
+    if not p.exists():
+        raise FileNotFoundError(f"no config.yaml in {run_dir}: run `make train` first")
+    return yaml.safe_load(p.read_text())["train"]["model"]
+
+
+def load_member_dir(member_dir: Path, model_name: str) -> ChartCNN:
+    p = Path(member_dir) / "best.pt"
+    if not p.exists():
+        raise FileNotFoundError(f"no best.pt in {member_dir}: that member has not finished training")
+    model = create_model(model_name)
+    model.load_state_dict(torch.load(p, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def load_member(run_dir: Path, i: int) -> ChartCNN:
+    """Member ``i`` of a trained run: ChartCNN on CPU, eval mode, best (restored) weights."""
+    return load_member_dir(Path(run_dir) / f"member_{i}", run_model_name(run_dir))
+
+
+def load_norm(run_dir: Path) -> dict:
+    """The run's norm.json: {"mode", "mean", "std"[, "per_year"]}."""
+    p = Path(run_dir) / "norm.json"
+    if not p.exists():
+        raise FileNotFoundError(f"no norm.json in {run_dir}: run `make train` first")
+    return read_json(p)

@@ -1,0 +1,390 @@
+"""Grad-CAM (METHOD 8): the formula against independent computations, helpers, figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from pipeline.gradcam.core import (
+    ensemble_grad_cam,
+    grad_cam,
+    group_means,
+    locate_rows,
+    pooled_deciles,
+    select_extremes,
+)
+from pipeline.gradcam.figures import average_maps_figure, gradcam_panel
+
+
+class Block(nn.Module):
+    def __init__(self, c_in: int, c_out: int, bn: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, (3, 3), padding=(1, 1))
+        self.bn = nn.BatchNorm2d(c_out) if bn else nn.Identity()
+        self.act = nn.LeakyReLU(0.01)
+        self.pool = nn.MaxPool2d((2, 1), stride=(2, 1), ceil_mode=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.act(self.bn(self.conv(x))))
+
+
+class TinyNet(nn.Module):
+    """Same attribute structure as ChartCNN (.blocks of conv/bn/act/pool, .head) on 7x6 images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([Block(1, 3), Block(3, 4)])
+        # 7 -> pool ceil 4 -> 2 rows; 6 columns; 4 channels
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(4 * 2 * 6, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for b in self.blocks:
+            x = b(x)
+        return self.head(x)
+
+
+def tiny_net(seed: int = 0) -> TinyNet:
+    torch.manual_seed(seed)
+    net = TinyNet()
+    # Non-trivial running statistics so eval-mode BatchNorm differs from train-mode BatchNorm.
+    for b in net.blocks:
+        c = b.bn.num_features
+        b.bn.running_mean.copy_(torch.linspace(-0.2, 0.3, c))
+        b.bn.running_var.copy_(torch.linspace(0.5, 2.0, c))
+        b.bn.weight.data.copy_(torch.linspace(0.8, 1.3, c))
+        b.bn.bias.data.copy_(torch.linspace(-0.1, 0.2, c))
+    return net.double()
+
+
+def np_bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) interpolation weights of bilinear resizing with align_corners=False."""
+    m = np.zeros((n_out, n_in))
+    scale = n_in / n_out
+    for i in range(n_out):
+        src = max((i + 0.5) * scale - 0.5, 0.0)
+        i0 = min(int(np.floor(src)), n_in - 1)
+        i1 = min(i0 + 1, n_in - 1)
+        lam = src - i0
+        m[i, i0] += 1 - lam
+        m[i, i1] += lam
+    return m
+
+
+def reference_cam(net: TinyNet, x: torch.Tensor, layer_point: str, target=None) -> list[np.ndarray]:
+    """Independent Grad-CAM: explicit forward with retained activations, numpy for the rest."""
+    net.eval()
+    xin = x.clone().requires_grad_(True)
+    acts = []
+    h = xin
+    for b in net.blocks:
+        a = b.act(b.bn(b.conv(h)))
+        p = b.pool(a)
+        (acts.append(a) if layer_point == "pre_pool" else acts.append(p))
+        h = p
+    logits = net.head(h)
+    cls = logits.argmax(1) if target is None else torch.as_tensor(target).expand(len(x))
+    out = []
+    for a in acts:
+        maps = []
+        for n in range(len(x)):
+            (g,) = torch.autograd.grad(logits[n, cls[n]], a, retain_graph=True)
+            gn = g[n].detach().numpy()
+            an = a[n].detach().numpy()
+            alpha = gn.reshape(gn.shape[0], -1).mean(axis=1)
+            cam = np.maximum(np.tensordot(alpha, an, axes=1), 0)
+            up = np_bilinear_matrix(cam.shape[0], x.shape[2]) @ cam @ np_bilinear_matrix(
+                cam.shape[1], x.shape[3]).T
+            maps.append(up / up.max() if up.max() > 0 else up)
+        out.append(np.stack(maps))
+    return out
+
+
+@pytest.mark.parametrize("layer_point", ["pre_pool", "post_pool"])
+def test_grad_cam_matches_independent_formula(layer_point: str) -> None:
+    net = tiny_net()
+    torch.manual_seed(1)
+    x = torch.randn(5, 1, 7, 6, dtype=torch.float64)
+    net.train()  # grad_cam must switch to eval mode itself and restore the mode afterwards
+    maps = grad_cam(net, x, layer_point=layer_point)
+    assert net.training
+    ref = reference_cam(net, x, layer_point)
+    assert len(maps) == 2
+    for m, r in zip(maps, ref):
+        assert m.shape == (5, 7, 6) and m.dtype == np.float32
+        np.testing.assert_allclose(m, r, atol=2e-6)
+        assert m.min() >= 0 and m.max() <= 1
+    # Upsampling is non-trivial here: block-2 maps (pre_pool 4x6, post_pool 2x6) grow to 7x6.
+    assert maps[1].shape[1] == 7
+
+
+def test_grad_cam_given_target_matches_reference() -> None:
+    net = tiny_net(3)
+    torch.manual_seed(2)
+    x = torch.randn(4, 1, 7, 6, dtype=torch.float64)
+    for c in (0, 1):
+        for m, r in zip(grad_cam(net, x, target=c), reference_cam(net, x, "pre_pool", target=c)):
+            np.testing.assert_allclose(m, r, atol=2e-6)
+    # a per-image target equals the predicted class when it is the argmax
+    pred = net.eval()(x).argmax(1).numpy()
+    for m, r in zip(grad_cam(net, x, target=pred), grad_cam(net, x)):
+        np.testing.assert_array_equal(m, r)
+
+
+class LinearNet(nn.Module):
+    """One block with identity conv and ReLU, then a linear head: Grad-CAM in closed form."""
+
+    def __init__(self, w_up: np.ndarray, w_down: np.ndarray) -> None:
+        super().__init__()
+        blk = nn.Module()
+        blk.conv = nn.Conv2d(1, 1, 1, bias=False)
+        blk.conv.weight.data.fill_(1.0)
+        blk.bn = nn.Identity()
+        blk.act = nn.ReLU()
+        blk.pool = nn.Identity()
+        self.blocks = nn.ModuleList([blk])
+        self.lin = nn.Linear(w_up.size, 2, bias=False)
+        self.lin.weight.data = torch.tensor(np.stack([w_down.ravel(), w_up.ravel()]), dtype=torch.float64)
+        self.head = nn.Sequential(nn.Flatten(), self.lin)
+        self.double()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.blocks[0]
+        return self.head(b.pool(b.act(b.bn(b.conv(x)))))
+
+
+def test_grad_cam_closed_form_linear_model() -> None:
+    # y_c = sum_ij W_c[i,j] A_ij, so dy_c/dA = W_c, alpha = mean(W_c), L = ReLU(alpha * A).
+    w_up = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])    # mean 1.0 > 0
+    w_down = np.array([[-1.0, -1.0, 0.0], [0.0, 0.0, -1.0]])  # mean -0.5 < 0
+    net = LinearNet(w_up, w_down)
+    img = np.array([[0.0, 1.0, 2.0], [4.0, 0.0, 1.0]])  # A = ReLU(img) = img, max 4
+    x = torch.tensor(img[None, None])
+    # predicted class: y_up = 2 + 6 = 8 > y_down = -1 - 1 = -2 -> class 1
+    (m,) = grad_cam(net, x)
+    np.testing.assert_allclose(m[0], img / 4.0, atol=1e-7)
+    # target 0: alpha = -0.5 -> ReLU kills everything; an all-zero map stays zero (no 0/0)
+    (m0,) = grad_cam(net, x, target=0)
+    assert np.all(m0 == 0) and not np.isnan(m0).any()
+    # post_pool hooks block.pool (identity here): same maps
+    (mp,) = grad_cam(net, x, layer_point="post_pool")
+    np.testing.assert_array_equal(mp, m)
+
+
+def test_grad_cam_eval_mode_dropout_off_and_frozen_weights() -> None:
+    net = tiny_net(5)
+    for p in net.parameters():
+        p.requires_grad_(False)  # the maps must not depend on weights requiring grad
+    x = torch.randn(3, 1, 7, 6, dtype=torch.float64)
+    a = grad_cam(net, x)
+    b = grad_cam(net, x)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)  # deterministic: dropout is off
+    for u, r in zip(a, reference_cam(net, x, "pre_pool")):
+        np.testing.assert_allclose(u, r, atol=2e-6)
+
+
+def test_grad_cam_errors() -> None:
+    net = tiny_net()
+    x = torch.randn(2, 1, 7, 6, dtype=torch.float64)
+    with pytest.raises(ValueError, match="layer_point"):
+        grad_cam(net, x, layer_point="middle")
+    with pytest.raises(ValueError, match="target"):
+        grad_cam(net, x, target=[0, 1, 1])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        grad_cam(net, x, target=2)
+    with pytest.raises(ValueError, match="blocks"):
+        grad_cam(nn.Linear(3, 2), x)
+    with pytest.raises(ValueError, match="N, 1, H, W"):
+        grad_cam(net, x[0])
+
+
+def test_grad_cam_on_chart_cnn_shapes() -> None:
+    from pipeline.models.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("I20")
+    x = torch.randn(2, 1, 64, 60)
+    for lp in ("pre_pool", "post_pool"):
+        maps = grad_cam(model, x, layer_point=lp)
+        assert len(maps) == 3
+        for m in maps:
+            assert m.shape == (2, 64, 60)
+            assert m.min() >= 0 and m.max() <= 1
+            peaks = m.reshape(2, -1).max(1)
+            assert np.all((np.abs(peaks - 1) < 1e-6) | (peaks == 0))
+
+
+def test_ensemble_grad_cam() -> None:
+    net = tiny_net(0)
+    x = torch.randn(4, 1, 7, 6, dtype=torch.float64)
+    single = grad_cam(net, x)
+    for u, v in zip(ensemble_grad_cam([net], x), single):
+        np.testing.assert_array_equal(u, v)
+    # two copies of the same member: the mean of identical normalised maps is the map itself
+    for u, v in zip(ensemble_grad_cam([net, tiny_net(0)], x), single):
+        np.testing.assert_allclose(u, v, atol=1e-6)
+    # two different members: the average of their maps for the ensemble's class, renormalised
+    other = tiny_net(7)
+    with torch.no_grad():
+        p = (torch.softmax(net.eval()(x), 1) + torch.softmax(other.eval()(x), 1)) / 2
+    cls = p.argmax(1)
+    a, b = grad_cam(net, x, target=cls), grad_cam(other, x, target=cls)
+    for e, u, v in zip(ensemble_grad_cam([net, other], x), a, b):
+        s = (u + v) / 2
+        peak = s.reshape(len(s), -1).max(1)[:, None, None]
+        np.testing.assert_allclose(e, np.where(peak > 0, s / np.where(peak > 0, peak, 1), 0), atol=1e-6)
+    with pytest.raises(ValueError):
+        ensemble_grad_cam([], x)
+
+
+# --------------------------------------------------------------------------------------------------
+# Selection and averaging helpers
+
+
+def test_select_extremes_hand_fixture() -> None:
+    d = pd.Timestamp("2019-01-31")
+    pred = pd.DataFrame({"stock_id": [5, 3, 9, 1, 2, 7], "date": [d] * 6,
+                         "p_up": [0.9, 0.1, 0.5, 0.9, np.nan, 0.2]})
+    sel = select_extremes(pred, 2)
+    # up: 0.9 (stock 1 before 5 by tie-break), down: 0.1 (3), 0.2 (7); NaN ignored
+    assert sel["stock_id"].tolist() == [1, 5, 3, 7]
+    assert sel["side"].tolist() == ["up", "up", "down", "down"]
+    assert sel["p_up"].tolist() == [0.9, 0.9, 0.1, 0.2]
+    assert list(sel.columns) == ["stock_id", "date", "p_up", "side"]
+    with pytest.raises(ValueError, match="need 6"):
+        select_extremes(pred, 3)
+    with pytest.raises(ValueError, match="p_up"):
+        select_extremes(pred.drop(columns="p_up"), 1)
+
+
+def test_locate_rows() -> None:
+    d1, d2 = pd.Timestamp("2019-01-31"), pd.Timestamp("2019-02-28")
+    labels = pd.DataFrame({"stock_id": np.array([1, 1, 2], np.int32), "date": [d1, d2, d1]})
+    keys = pd.DataFrame({"stock_id": [2, 1], "date": [d1, d2]})
+    np.testing.assert_array_equal(locate_rows(labels, keys), [2, 1])
+    # label tables may store microseconds and predictions nanoseconds: same instants must match
+    lab_us = labels.assign(date=labels["date"].astype("datetime64[us]"))
+    np.testing.assert_array_equal(locate_rows(lab_us, keys.assign(
+        date=keys["date"].astype("datetime64[ns]"))), [2, 1])
+    with pytest.raises(ValueError, match="stock_id 3"):
+        locate_rows(labels, pd.DataFrame({"stock_id": [3], "date": [d1]}), where="labels_2019")
+
+
+def test_pooled_deciles_hand_fixture() -> None:
+    p = np.arange(20, dtype=float)  # breakpoints 1.9, 3.8, ..., 17.1
+    d = pooled_deciles(p)
+    np.testing.assert_array_equal(d, np.repeat(np.arange(1, 11), 2))
+    # a value equal to the 10th percentile belongs to D1 (D1 = [p0, p10])
+    q = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])  # p10 = 1.0
+    assert pooled_deciles(q)[1] == 1 and pooled_deciles(q)[2] == 2
+    with pytest.raises(ValueError):
+        pooled_deciles(np.array([0.1, np.nan]))
+
+
+def test_group_means() -> None:
+    v = np.arange(8, dtype=float).reshape(4, 1, 2)
+    sums, n = group_means(v, np.array([1, 0, 1, -1]), 3)
+    np.testing.assert_array_equal(n, [1, 2, 0])
+    np.testing.assert_array_equal(sums[0], v[1])
+    np.testing.assert_array_equal(sums[1], v[0] + v[2])
+    np.testing.assert_array_equal(sums[2], 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures
+
+
+def test_gradcam_panel_axes() -> None:
+    rng = np.random.default_rng(0)
+    n, layers = 3, 3
+    imgs = rng.integers(0, 2, (2 * n, 64, 60), dtype=np.uint8) * 255
+    maps = [rng.random((2 * n, 64, 60)).astype(np.float32) for _ in range(layers)]
+    fig = gradcam_panel(imgs, maps, ["up"] * n + ["down"] * n, rng.random(2 * n), title="t")
+    assert len(fig.axes) == 2 * (1 + layers) * n
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert labels == ["image", "conv1", "conv2", "conv3"] * 2
+    with pytest.raises(ValueError, match="same positive number"):
+        gradcam_panel(imgs, maps, ["up"] * (2 * n), rng.random(2 * n))
+    with pytest.raises(ValueError, match="layer 1"):
+        gradcam_panel(imgs, [m[:, :10] for m in maps], ["up"] * n + ["down"] * n, rng.random(2 * n))
+
+
+def test_average_maps_figure_axes() -> None:
+    rng = np.random.default_rng(1)
+    dec = (rng.random((10, 32, 15)) * 255, [rng.random((10, 32, 15)) for _ in range(2)])
+    rea = (rng.random((2, 32, 15)) * 255, [rng.random((2, 32, 15)) for _ in range(2)])
+    fig = average_maps_figure([("deciles", *dec, [f"D{i}" for i in range(1, 11)]),
+                               ("realised", *rea, ["up", "down"])])
+    assert len(fig.axes) == 3 * 10 + 3 * 2
+    with pytest.raises(ValueError, match="column titles"):
+        average_maps_figure([("deciles", *dec, ["D1"])])
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage end to end on a tiny experiment (real train and predict stages)
+
+
+@pytest.mark.slow
+def test_run_gradcam_end_to_end(tmp_path) -> None:
+    from interp_experiment import make_tiny_experiment
+
+    from pipeline import paths
+    from pipeline.gradcam.core import run_gradcam
+    from pipeline.io import read_json
+    from pipeline.images.store import ImageSet
+    from pipeline.predict.core import predict_run
+    from pipeline.train.data import normalise
+    from pipeline.train.loop import load_member, train_run
+
+    cfg = make_tiny_experiment(tmp_path)
+    run = train_run(cfg)
+    predict_run(cfg)
+    out = run_gradcam(cfg)
+    assert out == paths.gradcam_dir(cfg)
+    for f in ("panel.png", "averages.png"):
+        assert (out / f).stat().st_size > 5000
+    assert (out / "config.yaml").exists()
+
+    # selection: the 3 highest and 3 lowest P(up) of the last test year (2002)
+    pred = pd.read_parquet(run / "predictions.parquet")
+    p02 = pred[pd.to_datetime(pred["date"]).dt.year == 2002]
+    sel = pd.read_parquet(out / "selection.parquet")
+    assert list(sel.columns) == ["stock_id", "date", "p_up", "side"]
+    assert sel["side"].tolist() == ["up"] * 3 + ["down"] * 3
+    np.testing.assert_allclose(sel["p_up"][:3], np.sort(p02["p_up"])[::-1][:3])
+    np.testing.assert_allclose(sel["p_up"][3:], np.sort(p02["p_up"])[:3])
+
+    # maps.npz: no pickle; images are the image-set rows; maps recomputed independently
+    z = np.load(out / "maps.npz", allow_pickle=False)
+    assert sorted(z.files) == ["date", "images", "layer_1", "layer_2", "layer_3", "p_up", "side",
+                               "stock_id"]
+    iset = ImageSet(paths.images_dir(cfg, "I20/month"))
+    lab = iset.labels(2002)
+    rows = [int(np.flatnonzero((lab["stock_id"] == s) & (lab["date"] == pd.Timestamp(d)))[0])
+            for s, d in zip(sel["stock_id"], sel["date"])]
+    np.testing.assert_array_equal(z["images"], iset.images(2002)[rows])
+    norm = read_json(run / "norm.json")
+    ref = grad_cam(load_member(run, 0), normalise(z["images"], norm["mean"], norm["std"]))
+    for k in range(3):
+        np.testing.assert_allclose(z[f"layer_{k + 1}"], ref[k], atol=1e-5)
+        assert z[f"layer_{k + 1}"].shape == (6, 64, 60)
+
+    # averages: counts add up to the sample; realised groups exclude missing labels
+    a = np.load(out / "averages.npz", allow_pickle=False)
+    n_year = int(p02["p_up"].notna().sum())
+    assert int(a["decile_count"].sum()) == min(40, n_year)
+    assert a["decile_images"].shape == (10, 64, 60) and a["decile_layer_3"].shape == (10, 64, 60)
+    assert int(a["realised_count"].sum()) <= min(40, n_year)
+    assert a["realised_layer_1"].min() >= 0 and a["realised_layer_1"].max() <= 1
+
+    # resumable: nothing is rewritten on a second call with the same inputs
+    before = (out / "panel.png").stat().st_mtime_ns
+    run_gradcam(cfg)
+    assert (out / "panel.png").stat().st_mtime_ns == before
+
+    cfg.gradcam.year = 1999
+    with pytest.raises(ValueError, match="gradcam.year 1999 has no predictions"):
+        run_gradcam(cfg)

@@ -1,0 +1,104 @@
+"""Prediction stage: predictions.parquet columns, values and resumability."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_fixtures import build_image_set, make_config  # noqa: E402
+
+from pipeline.config import save_resolved  # noqa: E402
+from pipeline.images.store import ImageSet  # noqa: E402
+from pipeline.paths import images_dir  # noqa: E402
+from pipeline.predict.core import predict_run  # noqa: E402
+from pipeline.train.data import normalise  # noqa: E402
+from pipeline.train.loop import load_member, load_norm, train_run  # noqa: E402
+
+COLUMNS = ["stock_id", "date", "p_up", "p_up_m0", "p_up_m1", "ret_5d", "ret_20d", "ret_60d", "ret_week",
+           "ret_month", "ret_quarter", "label", "mktcap", "ewma_vol"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pred")
+    cfg = make_config(root, ensemble=2, epochs=1)
+    build_image_set(cfg, n_stocks=3)
+    return cfg, train_run(cfg)
+
+
+def test_predict_before_training_is_a_clear_error(tmp_path):
+    cfg = make_config(tmp_path)
+    with pytest.raises(FileNotFoundError, match="make train"):
+        predict_run(cfg)
+
+
+def test_predictions_columns_and_values(run):
+    cfg, rdir = run
+    out = predict_run(cfg)
+    assert out == rdir / "predictions.parquet"
+    df = pd.read_parquet(out)
+    assert list(df.columns) == COLUMNS
+    assert df["stock_id"].dtype == np.int32 and df["label"].dtype == np.int8
+    assert pd.api.types.is_datetime64_any_dtype(df["date"])
+    for c in COLUMNS[2:11] + ["mktcap", "ewma_vol"]:
+        assert df[c].dtype == np.float64, c
+    s = ImageSet(images_dir(cfg, "I5/week"))
+    lab = s.labels(1997)
+    assert len(df) == len(lab)  # every test-year image, label 2 included
+    assert (df["label"].to_numpy() == lab["label_week"].to_numpy()).all() and (df["label"] == 2).any()
+    assert np.array_equal(df["ret_week"].to_numpy(), lab["ret_week"].to_numpy(), equal_nan=True)
+    assert (df["date"].to_numpy() == lab["date"].to_numpy()).all()
+    # p_up = mean of members; each member = softmax(logits)[:, 1] of its best weights
+    assert np.allclose(df["p_up"], (df["p_up_m0"] + df["p_up_m1"]) / 2, rtol=0, atol=1e-15)
+    norm = load_norm(rdir)
+    x = normalise(s.images(1997)[:50], norm["mean"], norm["std"])
+    with torch.no_grad():
+        p1 = torch.softmax(load_member(rdir, 1)(x), 1)[:, 1].numpy()
+    assert np.allclose(df["p_up_m1"].to_numpy()[:50], p1, atol=1e-6)
+    # the learnt pattern carries over out of sample
+    known = df["label"] < 2
+    acc = ((df.loc[known, "p_up"] > 0.5) == (df.loc[known, "label"] == 1)).mean()
+    assert acc > 0.8
+
+
+def test_predict_skips_when_done(run, caplog):
+    cfg, rdir = run
+    out = predict_run(cfg)
+    t = out.stat().st_mtime_ns
+    caplog.set_level("INFO")
+    predict_run(cfg)
+    assert "up to date" in caplog.text and out.stat().st_mtime_ns == t
+
+
+def test_cli_train_and_predict_with_per_year_norm(tmp_path):
+    """`python -m pipeline.train` / `pipeline.predict` end to end with the reference's per-year
+    normalisation: test-year images are normalised with their own year's statistics."""
+    cfg = make_config(tmp_path, ensemble=1, epochs=1, norm="per_year_first50k")
+    build_image_set(cfg, n_stocks=2)
+    path = save_resolved(cfg, tmp_path)
+    for stage in ("train", "predict"):
+        r = subprocess.run([sys.executable, "-m", f"pipeline.{stage}", "--config", str(path)],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+    from pipeline.paths import run_dir
+    rdir = run_dir(cfg)
+    norm = load_norm(rdir)
+    assert norm["mode"] == "per_year_first50k" and set(norm["per_year"]) == {"1995", "1996", "1997"}
+    s = ImageSet(images_dir(cfg, "I5/week"))
+    st = norm["per_year"]["1997"]
+    assert st["mean"] == pytest.approx((s.images(1997) / 255.0).mean())
+    x = normalise(s.images(1997)[:20], st["mean"], st["std"])
+    with torch.no_grad():
+        p = torch.softmax(load_member(rdir, 0)(x), 1)[:, 1].numpy()
+    df = pd.read_parquet(rdir / "predictions.parquet")
+    assert np.allclose(df["p_up"].to_numpy()[:20], p, atol=1e-6)
+    bad = subprocess.run([sys.executable, "-m", "pipeline.train", "--config", str(path), "--set",
+                          "train.model=I21"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown model 'I21'" in bad.stderr and "Traceback" not in bad.stderr
