@@ -13,7 +13,7 @@ STAGE = $(PY) -m pipeline.$(1) --config $(CONFIG) $(OVERRIDES)
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test panel images train predict evaluate gradcam ablations report \
-        replicate bench-panel bench-render bench-train clean-demo
+        replicate bench-panel bench-render bench-train bench-precision clean-demo
 
 help: ## list the targets
 	@echo "Stages (CONFIG=$(CONFIG); CONFIG=stooq_i20r20 for the shared real panel):"
@@ -70,6 +70,9 @@ bench-render: $(STAMP) ## images/s for I5/I20/I60 drawing, and the whole monthly
 
 bench-train: $(STAMP) ## training/inference images/s, FLOPs per image, fraction of measured peak
 	$(PY) -m benchmarks.bench_train
+
+bench-precision: $(STAMP) ## fp32 vs bf16 best validation loss on the same splits (after make train)
+	$(PY) -m benchmarks.bench_precision --config $(CONFIG) $(OVERRIDES) $(BENCH_ARGS)
 
 clean-demo: ## delete the demo's artifacts
 	rm -rf data/demo reports/demo

@@ -71,14 +71,19 @@ def variant_config(acfg: Config, model: str) -> Config:
     return v
 
 
-def link_inputs(cfg: Config) -> None:
+def link_inputs(cfg: Config, directory: Path | None = None) -> None:
     """Create ``ablations/{panel,images}`` as relative links to the parent experiment's folders.
+
+    ``directory``: another folder directly inside the experiment to link instead (the precision
+    benchmark uses one), default ``paths.ablations_dir(cfg)``.
 
     An existing correct link is kept; a real folder or a link elsewhere under that name is an error
     (never overwritten). A parent folder that does not exist yet is linked anyway (the link resolves
     once the stage that writes it has run), so the error then comes from the stage that reads it.
     """
-    d = paths.ablations_dir(cfg)
+    d = paths.ablations_dir(cfg) if directory is None else Path(directory)
+    if d.parent.resolve() != cfg.experiment_dir.resolve():
+        raise ValueError(f"{d} must be a folder directly inside {cfg.experiment_dir}")
     d.mkdir(parents=True, exist_ok=True)
     for name in LINKED_INPUTS:
         link = d / name
