@@ -16,12 +16,13 @@ import copy
 import statistics
 
 import pandas as pd
+import torch
 
 from pipeline import paths
 from pipeline.ablations.core import link_inputs
 from pipeline.cli import parse_args
 from pipeline.io import read_json
-from pipeline.train.loop import train_run
+from pipeline.train.loop import resolve_runtime, train_run
 
 
 def member_rows(run_dir, precision: str, members: int) -> list[dict]:
@@ -45,14 +46,19 @@ def main() -> None:
 
     cfg, args = parse_args(__doc__.splitlines()[0], extra=extra)
     main_run = paths.run_dir(cfg)
-    summary = read_json(main_run / "summary.json") if (main_run / "summary.json").exists() else None
-    if summary is None:
-        raise SystemExit(f"no trained run at {main_run}: run `make train CONFIG=...` first")
-    n_bf16 = len(summary["members"])
-    if summary["precision"] != "bf16":
-        raise SystemExit(f"{main_run} was trained in {summary['precision']}, not bf16")
+    # Members finished so far (the whole run need not be done: members train one after another).
+    n_bf16 = 0
+    while (main_run / f"member_{n_bf16}" / "summary.json").exists():
+        n_bf16 += 1
+    if n_bf16 == 0:
+        raise SystemExit(f"no trained member in {main_run}: run `make train CONFIG=...` first")
+    summary = main_run / "summary.json"
+    precision = (read_json(summary)["precision"] if summary.exists()
+                 else resolve_runtime(cfg.train, torch.device(cfg.train.device.replace("auto", "cpu"))).precision)
+    if precision != "bf16":
+        raise SystemExit(f"{main_run} was trained in {precision}, not bf16")
     if args.members > n_bf16:
-        raise SystemExit(f"--members {args.members} exceeds the {n_bf16} members of {main_run}")
+        raise SystemExit(f"--members {args.members} exceeds the {n_bf16} finished members of {main_run}")
 
     fp32 = copy.deepcopy(cfg)
     bench_dir = cfg.experiment_dir / "precision_fp32"
