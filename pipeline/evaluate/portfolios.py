@@ -104,6 +104,16 @@ def _vw_ok(cap: np.ndarray) -> np.ndarray:
     return np.isfinite(cap) & (cap > 0)
 
 
+def _raw_weights(df: pd.DataFrame, weighting: str, cap: str) -> tuple[np.ndarray, np.ndarray]:
+    """Unnormalised weights per row (1 for EW, the formation cap for VW) and which rows may hold one."""
+    if weighting == "ew":
+        return np.ones(len(df)), np.ones(len(df), dtype=bool)
+    if weighting == "vw":
+        w = df[cap].to_numpy(dtype=np.float64)
+        return w, _vw_ok(w)
+    raise ValueError(f"weighting {weighting!r}: choose 'ew' or 'vw'")
+
+
 def decile_returns(df: pd.DataFrame, decile: np.ndarray, ret: str, weighting: str,
                    cap: str = "mktcap", date: str = "date") -> pd.DataFrame:
     """Per-date, per-decile portfolio return of one weighting, plus the H-L row.
@@ -119,14 +129,8 @@ def decile_returns(df: pd.DataFrame, decile: np.ndarray, ret: str, weighting: st
     """
     dec = np.asarray(decile)
     r = df[ret].to_numpy(dtype=np.float64)
-    keep = dec > 0
-    if weighting == "ew":
-        w = np.ones(len(df))
-    elif weighting == "vw":
-        w = df[cap].to_numpy(dtype=np.float64)
-        keep &= _vw_ok(w)
-    else:
-        raise ValueError(f"weighting {weighting!r}: choose 'ew' or 'vw'")
+    w, usable = _raw_weights(df, weighting, cap)
+    keep = (dec > 0) & usable
     if np.isnan(r[keep]).any():
         i = int(np.flatnonzero(keep & np.isnan(r))[0])
         raise ValueError(f"missing return in column {ret!r} at row {i} of a sorted portfolio; "
@@ -190,14 +194,8 @@ def hl_weights(df: pd.DataFrame, decile: np.ndarray, weighting: str, cap: str = 
     Returns DataFrame columns stock, date, w, row (the row position in ``df``); other rows are 0.
     """
     dec = np.asarray(decile)
-    leg = (dec == N_DECILES) | (dec == 1)
-    if weighting == "ew":
-        base = np.ones(len(df))
-    elif weighting == "vw":
-        base = df[cap].to_numpy(dtype=np.float64)
-        leg &= _vw_ok(base)
-    else:
-        raise ValueError(f"weighting {weighting!r}: choose 'ew' or 'vw'")
+    base, usable = _raw_weights(df, weighting, cap)
+    leg = ((dec == N_DECILES) | (dec == 1)) & usable
     rows = np.flatnonzero(leg)
     t = pd.DataFrame({stock: df[stock].to_numpy()[rows], date: df[date].to_numpy()[rows],
                       "leg": dec[rows], "b": base[rows], "row": rows})
