@@ -12,12 +12,12 @@ OVERRIDES := $(foreach s,$(SET),--set $(s))
 STAGE = $(PY) -m pipeline.$(1) --config $(CONFIG) $(OVERRIDES)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test panel images train predict evaluate gradcam ablations report \
+.PHONY: help install demo test panel images train predict evaluate gradcam ablations ablations-table report \
         replicate bench-panel bench-render bench-train bench-precision clean-demo
 
 help: ## list the targets
 	@echo "Stages (CONFIG=$(CONFIG); CONFIG=stooq_i20r20 for the shared real panel):"
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ gradcam: $(STAMP) ## models + images -> Grad-CAM maps and the Figure-12 panel
 
 ablations: $(STAMP) ## Table-18 variants: train, evaluate, tabulate
 	$(call STAGE,ablations)
+
+ablations-table: $(STAMP) ## Table 18 from the variants finished so far (runs nothing)
+	$(call STAGE,ablations) --table-only
 
 report: $(STAMP) ## all artifacts -> one HTML and one PDF report in reports/<name>/
 	$(call STAGE,report)

@@ -148,6 +148,9 @@ class AblationsConfig:
 
     variants: list[str] | None = None  # None: every Table-18 variant in the registry
     ensemble: int | None = None  # None: the baseline's ensemble size
+    # [first, last] within the baseline's test years: predict and evaluate the variants on these
+    # years only (a CPU preset; training is unchanged). None: the baseline's whole test period.
+    test_years: list[int] | None = None
     parallel: int = 1
 
 

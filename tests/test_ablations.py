@@ -145,6 +145,39 @@ def test_ablation_models_and_config(tmp_path) -> None:
     assert paths.images_dir(v, "I20/month") == tmp_path / "demo" / "ablations" / "images" / "I20_month"
 
 
+def test_ablation_test_years_keep_the_training_pool(tmp_path) -> None:
+    from pipeline.config import split_years
+
+    cfg = load_config(None, [f"data_dir={tmp_path}", "name=demo", "ablations.test_years=[2005, 2009]"])
+    a = ablation_config(cfg)
+    assert split_years(a.train) == ((1993, 1999), (2005, 2009))  # same in-sample years as ssrn
+    assert cfg.train.split == "ssrn" and split_years(cfg.train)[1] == (2000, 2019)  # parent untouched
+    for bad in ([1999, 2005], [2009, 2005], [2005], [2019, 2020]):
+        cfg.ablations.test_years = bad
+        with pytest.raises(ConfigError, match=r"ablations.test_years.*\[2000, 2019\]"):
+            ablation_config(cfg)
+
+
+def test_table_only_lists_unfinished_variants_and_the_test_years(tmp_path) -> None:
+    """`--table-only` on an ablation run with nothing finished: every row 'not run', the CPU-preset
+    settings in the notes, and nothing trained."""
+    import subprocess
+    import sys
+
+    sets = [f"data_dir={tmp_path}", "name=x", "ablations.test_years=[2010, 2019]",
+            "ablations.variants=['I20', 'I20-relu']"]
+    r = subprocess.run([sys.executable, "-m", "pipeline.ablations", "--table-only",
+                        *[a for kv in sets for a in ("--set", kv)]],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    frame = pd.read_csv(tmp_path / "x" / "ablations" / "table18.csv")
+    assert not frame["run"].any()
+    md = (tmp_path / "x" / "ablations" / "table18.md").read_text()
+    assert "test years 2010-2019 only (ablations.test_years; the baseline's test period is 2000-2019)" in md
+    assert "Configured ensemble size 5 (paper: 5)" not in md
+    assert not (tmp_path / "x" / "ablations" / "runs").exists()
+
+
 def test_link_inputs(tmp_path) -> None:
     cfg = load_config("demo", [f"data_dir={tmp_path}"])
     (tmp_path / "demo" / "images" / "I20_month").mkdir(parents=True)
@@ -209,6 +242,15 @@ def test_run_ablations_end_to_end(tmp_path) -> None:
     run_ablations(cfg)
     assert (paths.run_dir(variant_config(acfg, "I20")) / "summary.json").stat().st_mtime_ns == stamp
     pd.testing.assert_frame_equal(pd.read_csv(out / "table18.csv"), frame)
+
+    # --table-only mode: the finished variants' rows, the others listed as not run, nothing trained
+    from pipeline.ablations.core import write_finished_table
+
+    cfg.ablations.variants = [*E2E_VARIANTS, "I20-relu"]
+    write_finished_table(cfg)
+    frame_t = pd.read_csv(out / "table18.csv")
+    pd.testing.assert_frame_equal(frame_t[frame_t["run"]], frame[frame["run"]])
+    assert not paths.run_dir(variant_config(acfg, "I20-relu")).exists()
 
     # a failing variant (I60 needs 96x180 images) does not lose the others; the table says so
     cfg.ablations.variants = ["I60", "I20"]

@@ -102,3 +102,26 @@ def test_cli_train_and_predict_with_per_year_norm(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pipeline.train", "--config", str(path), "--set",
                           "train.model=I21"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown model 'I21'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_growing_the_ensemble_reuses_member_predictions(tmp_path):
+    """Members keep their weights when the ensemble grows (the training hash excludes its size), so
+    their per-year predictions are reused and only the new member is run."""
+    cfg1 = make_config(tmp_path, ensemble=1, epochs=1)
+    build_image_set(cfg1, n_stocks=2)
+    train_run(cfg1)
+    rdir = predict_run(cfg1).parent
+    part0 = rdir / "predict_parts" / "m0_1997.npy"
+    stamp, p0 = part0.stat().st_mtime_ns, pd.read_parquet(rdir / "predictions.parquet")["p_up_m0"]
+    cfg2 = make_config(tmp_path, ensemble=2, epochs=1)
+    train_run(cfg2)
+    df = pd.read_parquet(predict_run(cfg2))
+    assert part0.stat().st_mtime_ns == stamp  # member 0 was not predicted again
+    assert (rdir / "predict_parts" / "m1_1997.npy").exists()
+    assert np.array_equal(df["p_up_m0"].to_numpy(), p0.to_numpy())
+    assert np.allclose(df["p_up"], (df["p_up_m0"] + df["p_up_m1"]) / 2, rtol=0, atol=1e-15)
+    # a member part that no longer matches the label table is refused, not silently misaligned
+    np.save(part0, np.zeros(3))
+    (rdir / "_PREDICT_DONE.json").unlink()
+    with pytest.raises(ValueError, match="predictions per member"):
+        predict_run(cfg2)

@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from pipeline import paths
-from pipeline.config import Config, ConfigError, save_resolved
+from pipeline.config import Config, ConfigError, save_resolved, split_years
 from pipeline.io import read_json
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,8 @@ def ablation_models(cfg: Config) -> list[str]:
 
 def ablation_config(cfg: Config) -> Config:
     """The ablation experiment's config: relocated to ``paths.ablations_dir(cfg)``, ensemble size
-    ``ablations.ensemble`` (or ``train.ensemble``), no benchmark strategies. ``cfg`` is not changed."""
+    ``ablations.ensemble`` (or ``train.ensemble``), test years ``ablations.test_years`` (or the
+    split's), no benchmark strategies. ``cfg`` is not changed."""
     a = copy.deepcopy(cfg)
     d = paths.ablations_dir(cfg)
     a.data_dir, a.name = str(d.parent), d.name
@@ -59,6 +60,14 @@ def ablation_config(cfg: Config) -> Config:
         if cfg.ablations.ensemble < 1:
             raise ConfigError(f"'ablations.ensemble' must be >= 1, got {cfg.ablations.ensemble}")
         a.train.ensemble = cfg.ablations.ensemble
+    if cfg.ablations.test_years is not None:
+        insample, test = split_years(cfg.train)
+        years = cfg.ablations.test_years
+        if len(years) != 2 or not test[0] <= years[0] <= years[1] <= test[1]:
+            raise ConfigError(f"'ablations.test_years' must be [first, last] within the test years "
+                              f"{list(test)} of split {cfg.train.split}, got {years}")
+        # The same in-sample years, so the same training pool; only the predicted years shrink.
+        a.train.split, a.train.insample_years, a.train.test_years = "custom", list(insample), list(years)
     a.evaluate.benchmarks = []
     assert a.experiment_dir == d
     return a
@@ -144,6 +153,45 @@ def _job(vcfg: Config, threads: int | None) -> dict[str, float]:
     return run_variant(vcfg, threads)
 
 
+def _write_table(cfg: Config, acfg: Config, models: list[str], results: dict[str, dict[str, float]],
+                 failed: dict[str, str]) -> None:
+    """table18.{csv,md,tex} in the ablations folder, with the settings that differ from the paper's."""
+    from pipeline.ablations.table import PAPER_ENSEMBLE, write_table18
+
+    extra = [f"Data: experiment '{cfg.name}' (panel source {cfg.panel.source}), split "
+             f"{cfg.train.split}, image set {cfg.train.image_set}, horizon R{cfg.train.horizon}."]
+    if cfg.train.split != "ssrn":
+        extra.append("The paper's numbers are for the SSRN split (test 2000-2019).")
+    if cfg.ablations.test_years is not None:
+        first, last = split_years(acfg.train)[1]
+        extra.append(f"T columns, correlations and Sharpe ratios on test years {first}-{last} only "
+                     f"(ablations.test_years; the baseline's test period is "
+                     f"{'-'.join(map(str, split_years(cfg.train)[1]))}).")
+    if acfg.train.ensemble != PAPER_ENSEMBLE and not results:
+        extra.append(f"Configured ensemble size {acfg.train.ensemble} (paper: {PAPER_ENSEMBLE}).")
+    if failed:
+        extra.append(f"Failed (see the stage log): {', '.join(m for m in models if m in failed)}.")
+    write_table18(paths.ablations_dir(cfg), {m: results[m] for m in models if m in results},
+                  extra_notes=extra)
+    log.info("ablations: table18.{csv,md,tex} in %s", paths.ablations_dir(cfg))
+
+
+def write_finished_table(cfg: Config) -> Path:
+    """Write table18.{csv,md,tex} from the variants already finished, running nothing (progress of
+    a long ablation run; the variants not finished yet are listed as not run). Returns the folder."""
+    models = ablation_models(cfg)
+    acfg = ablation_config(cfg)
+    results = {}
+    for m in models:
+        try:
+            results[m] = read_variant_metrics(variant_config(acfg, m))
+        except FileNotFoundError:
+            continue
+    log.info("ablations: %d of %d variant(s) finished", len(results), len(models))
+    _write_table(cfg, acfg, models, results, {})
+    return paths.ablations_dir(cfg)
+
+
 def run_ablations(cfg: Config) -> Path:
     """Run every variant (``ablations.parallel`` processes), then write table18.{csv,md,tex}.
 
@@ -151,8 +199,6 @@ def run_ablations(cfg: Config) -> Path:
     variants that finished (the others shown as not run) and then a RuntimeError names the failures.
     Returns the ablations directory.
     """
-    from pipeline.ablations.table import PAPER_ENSEMBLE, write_table18
-
     models = ablation_models(cfg)
     acfg = ablation_config(cfg)
     link_inputs(cfg)
@@ -186,16 +232,7 @@ def run_ablations(cfg: Config) -> Path:
                 except Exception:  # noqa: BLE001
                     failed[m] = traceback.format_exc()
                     log.error("ablation %s failed:\n%s", m, failed[m])
-    extra = [f"Data: experiment '{cfg.name}' (panel source {cfg.panel.source}), split "
-             f"{cfg.train.split}, image set {cfg.train.image_set}, horizon R{cfg.train.horizon}."]
-    if cfg.train.split != "ssrn":
-        extra.append("The paper's numbers are for the SSRN split (test 2000-2019).")
-    if acfg.train.ensemble != PAPER_ENSEMBLE and not results:
-        extra.append(f"Configured ensemble size {acfg.train.ensemble} (paper: {PAPER_ENSEMBLE}).")
-    if failed:
-        extra.append(f"Failed (see the stage log): {', '.join(m for m in models if m in failed)}.")
-    write_table18(out, {m: results[m] for m in models if m in results}, extra_notes=extra)
-    log.info("ablations: table18.{csv,md,tex} in %s", out)
+    _write_table(cfg, acfg, models, results, failed)
     if failed:
         raise RuntimeError(f"{len(failed)} ablation variant(s) failed: {sorted(failed)} "
                            f"(tracebacks in the log above); table written without them")

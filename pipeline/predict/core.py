@@ -23,7 +23,7 @@ from tqdm import tqdm
 from pipeline import paths
 from pipeline.config import Config, section_hash
 from pipeline.images.store import RETURN_COLUMNS, ImageSet, label_suffix
-from pipeline.io import is_done, mark_done, marker_path, read_json, write_parquet
+from pipeline.io import is_done, mark_done, marker_path, read_json, write_npy, write_parquet
 from pipeline.models.cnn import ChartCNN, fuse_for_inference
 from pipeline.train import ddp
 from pipeline.train.data import norm_for_year, normalise, oos_years
@@ -73,9 +73,19 @@ def prediction_frame(labels: pd.DataFrame, probs: np.ndarray, suffix: str) -> pd
     return df
 
 
+def member_part_key(run: Path, member: int, year: int, count: int, precision: str) -> str:
+    """What determines member ``member``'s P(up) for one test year: its trained weights (the hash of
+    its completion marker, which covers the training settings and the image set but not the ensemble
+    size), the inference precision and the year's image count. Growing an ensemble therefore reuses
+    the predictions of the members it already had."""
+    trained = read_json(marker_path(Path(run) / f"member_{member}"))["hash"]
+    return section_hash({"member": trained, "year": year, "count": count, "precision": precision})
+
+
 def predict_run(cfg: Config, model: str | None = None) -> Path:
-    """Write run_dir/predictions.parquet for every test-year image; resumable per year, skipped
-    when done for the same trained run. Returns the predictions path."""
+    """Write run_dir/predictions.parquet for every test-year image; resumable per member and year
+    (``predict_parts/m{i}_{year}.npy``, float64 (N,) in label-table order), skipped when done for
+    the same trained run. Returns the predictions path."""
     rc = run_config(cfg, model)
     t = rc.train
     run = paths.run_dir(rc)
@@ -96,27 +106,40 @@ def predict_run(cfg: Config, model: str | None = None) -> Path:
         set_threads(t)
     norm = load_norm(run)
     k = t.ensemble
-    models = [load_member(run, i) for i in range(k)]
     suffix = label_suffix(t.horizon, t.label_return)
     parts_dir = run / "predict_parts"
+    models: dict[int, ChartCNN] = {}
     frames = []
     for y in tqdm(years, desc="predict years", mininterval=5.0):
-        part = parts_dir / f"{y}.parquet"
-        if is_done(parts_dir, settings, f"_DONE_{y}") and part.exists():
-            frames.append(pd.read_parquet(part))
-            continue
         labels = image_set.labels(y)
-        imgs = image_set.images(y)
-        if len(labels) != len(imgs):
-            raise ValueError(f"{image_set.directory}: year {y} has {len(imgs)} images but "
-                             f"{len(labels)} label rows")
-        mean, std = norm_for_year(norm, y)
-        probs = predict_proba(models, imgs, mean, std, rt, rc.evaluate.predict_batch_size, desc=str(y))
-        df = prediction_frame(labels, probs, suffix)
-        write_parquet(part, df)
-        mark_done(parts_dir, settings, f"_DONE_{y}")
+        keys = [member_part_key(run, i, y, image_set.count(y), rt.precision) for i in range(k)]
+        parts = [parts_dir / f"m{i}_{y}.npy" for i in range(k)]
+        todo = [i for i in range(k) if not (is_done(parts_dir, keys[i], f"_DONE_m{i}_{y}")
+                                            and parts[i].exists())]
+        if todo:
+            imgs = image_set.images(y)
+            if len(labels) != len(imgs):
+                raise ValueError(f"{image_set.directory}: year {y} has {len(imgs)} images but "
+                                 f"{len(labels)} label rows")
+            for i in todo:
+                if i not in models:
+                    models[i] = load_member(run, i)
+            mean, std = norm_for_year(norm, y)
+            probs = predict_proba([models[i] for i in todo], imgs, mean, std, rt,
+                                  rc.evaluate.predict_batch_size, desc=f"{y} m{todo}")
+            for j, i in enumerate(todo):
+                write_npy(parts[i], probs[:, j])
+                mark_done(parts_dir, keys[i], f"_DONE_m{i}_{y}")
+        columns = [np.load(p) for p in parts]
+        for p, c in zip(parts, columns):
+            if c.shape != (len(labels),):
+                raise ValueError(f"{p}: {c.shape} predictions per member but {len(labels)} label "
+                                 f"rows for year {y}; delete that file and predict again")
+        member_probs = np.column_stack(columns)
+        df = prediction_frame(labels, member_probs, suffix)
         frames.append(df)
-        log.info("year %d: %d images, mean P(up) %.4f", y, len(df), float(df["p_up"].mean()))
+        log.info("year %d: %d images (members predicted now: %s), mean P(up) %.4f", y, len(df),
+                 todo or "none", float(df["p_up"].mean()))
     write_parquet(out, pd.concat(frames, ignore_index=True))
     mark_done(run, settings, "_PREDICT_DONE", rows=int(sum(len(f) for f in frames)))
     return out
