@@ -178,6 +178,17 @@ def test_table_only_lists_unfinished_variants_and_the_test_years(tmp_path) -> No
     assert not (tmp_path / "x" / "ablations" / "runs").exists()
 
 
+def test_execution_order_is_cheapest_first() -> None:
+    from pipeline.ablations.core import execution_order
+
+    order = execution_order([r.model for r in TABLE18])
+    assert sorted(order) == sorted(r.model for r in TABLE18)
+    assert order[0] == "I20-filters32" and order[-1] == "I20-filters128"  # 0.11 vs 1.77 GFLOP
+    # equal-cost variants keep their given order (stable sort)
+    same = ["I20-relu", "I20", "I20-nobn"]
+    assert execution_order(same) == same
+
+
 def test_link_inputs(tmp_path) -> None:
     cfg = load_config("demo", [f"data_dir={tmp_path}"])
     (tmp_path / "demo" / "images" / "I20_month").mkdir(parents=True)

@@ -73,6 +73,14 @@ def ablation_config(cfg: Config) -> Config:
     return a
 
 
+def execution_order(models: list[str]) -> list[str]:
+    """``models`` sorted by forward multiply-accumulates per image, cheapest first (stable)."""
+    from pipeline.models.cnn import macs_per_image
+    from pipeline.models.registry import model_spec
+
+    return sorted(models, key=lambda m: macs_per_image(model_spec(m)))
+
+
 def variant_config(acfg: Config, model: str) -> Config:
     """``acfg`` (the ablation config) training ``model`` instead of the baseline."""
     v = copy.deepcopy(acfg)
@@ -209,7 +217,9 @@ def run_ablations(cfg: Config) -> Path:
              acfg.train.ensemble, parallel, out)
     results: dict[str, dict[str, float]] = {}
     failed: dict[str, str] = {}
-    jobs = {m: variant_config(acfg, m) for m in models}
+    # Cheapest first (forward MACs per image), so a run cut short has finished the most rows; the
+    # table keeps the paper's order whatever the order of execution.
+    jobs = {m: variant_config(acfg, m) for m in execution_order(models)}
     if parallel == 1 or len(models) == 1:
         for m, v in jobs.items():
             try:
