@@ -73,12 +73,11 @@ def prediction_frame(labels: pd.DataFrame, probs: np.ndarray, suffix: str) -> pd
     return df
 
 
-def member_part_key(run: Path, member: int, year: int, count: int, precision: str) -> str:
-    """What determines member ``member``'s P(up) for one test year: its trained weights (the hash of
-    its completion marker, which covers the training settings and the image set but not the ensemble
-    size), the inference precision and the year's image count. Growing an ensemble therefore reuses
-    the predictions of the members it already had."""
-    trained = read_json(marker_path(Path(run) / f"member_{member}"))["hash"]
+def member_part_key(trained: str, year: int, count: int, precision: str) -> str:
+    """What determines a member's P(up) for one test year: its trained weights (``trained``, the hash
+    of its completion marker, which covers the training settings and the image set but not the
+    ensemble size), the inference precision and the year's image count. Growing an ensemble therefore
+    reuses the predictions of the members it already had."""
     return section_hash({"member": trained, "year": year, "count": count, "precision": precision})
 
 
@@ -108,11 +107,12 @@ def predict_run(cfg: Config, model: str | None = None) -> Path:
     k = t.ensemble
     suffix = label_suffix(t.horizon, t.label_return)
     parts_dir = run / "predict_parts"
+    trained = [read_json(marker_path(run / f"member_{i}"))["hash"] for i in range(k)]
     models: dict[int, ChartCNN] = {}
     frames = []
     for y in tqdm(years, desc="predict years", mininterval=5.0):
         labels = image_set.labels(y)
-        keys = [member_part_key(run, i, y, image_set.count(y), rt.precision) for i in range(k)]
+        keys = [member_part_key(trained[i], y, image_set.count(y), rt.precision) for i in range(k)]
         parts = [parts_dir / f"m{i}_{y}.npy" for i in range(k)]
         todo = [i for i in range(k) if not (is_done(parts_dir, keys[i], f"_DONE_m{i}_{y}")
                                             and parts[i].exists())]
