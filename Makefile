@@ -13,7 +13,7 @@ STAGE = $(PY) -m pipeline.$(1) --config $(CONFIG) $(OVERRIDES)
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test panel images train predict evaluate gradcam ablations ablations-table report \
-        replicate bench-panel bench-render bench-train bench-precision clean-demo
+        study-recovery replicate summary bench-panel bench-render bench-train bench-precision clean-demo
 
 help: ## list the targets
 	@echo "Stages (CONFIG=$(CONFIG); CONFIG=stooq_i20r20 for the shared real panel):"
@@ -62,8 +62,14 @@ ablations-table: $(STAMP) ## Table 18 from the variants finished so far (runs no
 report: $(STAMP) ## all artifacts -> one HTML and one PDF report in reports/<name>/
 	$(call STAGE,report)
 
-replicate: $(STAMP) ## real-data I20/R20 replication on ../shared/data (CONFIG=stooq_i20r20)
-	$(MAKE) --no-print-directory panel images train predict evaluate report CONFIG=stooq_i20r20 SET="$(SET)"
+study-recovery: $(STAMP) ## signal-recovery study: recipes x training sizes vs the Bayes bound (CONFIG=recovery)
+	$(PY) -m pipeline.studies.recovery --config $(if $(filter demo,$(CONFIG)),recovery,$(CONFIG)) $(OVERRIDES)
+
+replicate: $(STAMP) ## a real-data run on ../shared/data: panel..evaluate, report, summary (CONFIG=stooq_i20r20 by default)
+	$(MAKE) --no-print-directory panel images train predict evaluate report summary CONFIG=$(if $(filter demo,$(CONFIG)),stooq_i20r20,$(CONFIG)) SET="$(SET)"
+
+summary: $(STAMP) ## committed record of an evaluated run: reports/<config>.md and .metrics.json
+	$(PY) -m pipeline.evaluate.summary --config $(CONFIG) $(OVERRIDES)
 
 bench-panel: $(STAMP) ## rows/s turning the shared 11.6M-row Stooq extract into the panel
 	$(PY) -m benchmarks.bench_panel

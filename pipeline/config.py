@@ -107,6 +107,16 @@ class TrainConfig:
     patience: int = 2
     lr: float = 1e-5
     weight_decay: float = 0.0
+    # Small-sample recipe variants (the paper's recipe is the default; docs/recovery.md):
+    # head_init "base_rate": output layer weights 0 and biases at the training base rate's log-odds,
+    # so training starts at P(up) = base rate instead of the large random logits of a Xavier head.
+    head_init: str = "paper"  # paper | base_rate
+    # Post-hoc calibration of each member's P(up), fitted on its own validation split
+    # (pipeline.train.calibration): none (the paper) | temperature | platt.
+    calibration: str = "none"
+    # Appended to the run folder's name (runs/I20_R20-<tag>), so variants of one experiment (the
+    # recovery study's recipes and sizes) keep their own models, predictions and evaluations.
+    run_tag: str = ""
     batch_size: int = 128
     val_fraction: float = 0.3
     seed: int = 42
@@ -151,7 +161,22 @@ class AblationsConfig:
     # [first, last] within the baseline's test years: predict and evaluate the variants on these
     # years only (a CPU preset; training is unchanged). None: the baseline's whole test period.
     test_years: list[int] | None = None
+    # Subsample the in-sample pool of every variant (the baseline retrained with it) to this many
+    # images: a CPU preset like test_years. None: train.max_train_images.
+    max_train_images: int | None = None
     parallel: int = 1
+
+
+@dataclass
+class RecoveryConfig:
+    """The signal-recovery study (``make study-recovery``; docs/recovery.md): on the synthetic
+    market, every recipe is trained at every in-sample pool size (train.max_train_images; each
+    member trains on 1 - train.val_fraction of it) and judged against the Bayes bound."""
+
+    pool_sizes: list[int] = field(default_factory=lambda: [5000, 20000, 60000, 145000])
+    recipes: list[str] = field(default_factory=lambda: ["paper", "fast"])  # pipeline.train.recipes
+    # Fitted after training on each member's validation split: rows are reported raw and calibrated.
+    calibration: str = "platt"
 
 
 @dataclass
@@ -172,6 +197,7 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     gradcam: GradcamConfig = field(default_factory=GradcamConfig)
     ablations: AblationsConfig = field(default_factory=AblationsConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
     @property
@@ -305,6 +331,9 @@ _CHOICES = {
     "train.label_return": ("period", "records"),
     "train.split": ("ssrn", "jf", "custom"),
     "train.norm": ("insample", "per_year_first50k"),
+    "train.head_init": ("paper", "base_rate"),
+    "train.calibration": ("none", "temperature", "platt"),
+    "recovery.calibration": ("temperature", "platt"),
     "train.precision": ("auto", "bf16", "fp32"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.horizon": (5, 20, 60),
@@ -323,6 +352,9 @@ def validate(cfg: Config) -> None:
     for s in cfg.images.sets:
         parse_image_set(s)
     parse_image_set(cfg.train.image_set)
+    tag = cfg.train.run_tag
+    if tag and not all(ch.isalnum() or ch in "-_." for ch in tag):
+        raise ConfigError(f"'train.run_tag' is {tag!r}: use letters, digits, '-', '_' or '.' only")
     if cfg.train.split == "custom" and not (cfg.train.insample_years and cfg.train.test_years):
         raise ConfigError("train.split: custom needs train.insample_years and train.test_years")
     for w in cfg.evaluate.weights:

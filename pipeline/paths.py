@@ -26,8 +26,10 @@ def images_dir(cfg: Config, image_set: str) -> Path:
 
 
 def run_name(cfg: Config, model: str | None = None) -> str:
-    """``I20_R20`` for the baseline; an ablation variant replaces the model name."""
-    return f"{model or cfg.train.model}_R{cfg.train.horizon}"
+    """``I20_R20`` for the baseline; an ablation variant replaces the model name; a
+    ``train.run_tag`` is appended (``I20_R20-<tag>``)."""
+    tag = f"-{cfg.train.run_tag}" if cfg.train.run_tag else ""
+    return f"{model or cfg.train.model}_R{cfg.train.horizon}{tag}"
 
 
 def run_dir(cfg: Config, model: str | None = None) -> Path:

@@ -158,6 +158,18 @@ def test_ablation_test_years_keep_the_training_pool(tmp_path) -> None:
             ablation_config(cfg)
 
 
+def test_ablation_max_train_images_is_a_pool_preset(tmp_path) -> None:
+    cfg = load_config(None, [f"data_dir={tmp_path}", "name=demo", "train.max_train_images=9000",
+                             "ablations.max_train_images=3000"])
+    assert ablation_config(cfg).train.max_train_images == 3000
+    assert cfg.train.max_train_images == 9000  # parent untouched
+    cfg.ablations.max_train_images = None
+    assert ablation_config(cfg).train.max_train_images == 9000
+    cfg.ablations.max_train_images = 5
+    with pytest.raises(ConfigError, match="ablations.max_train_images"):
+        ablation_config(cfg)
+
+
 def test_table_only_lists_unfinished_variants_and_the_test_years(tmp_path) -> None:
     """`--table-only` on an ablation run with nothing finished: every row 'not run', the CPU-preset
     settings in the notes, and nothing trained."""

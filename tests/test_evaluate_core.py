@@ -112,12 +112,24 @@ def test_evaluate_run_end_to_end(tmp_path):
             assert (out / "tables" / f"{name}.{ext}").exists()
     dec = pd.read_csv(out / "tables" / "deciles.csv", comment="#", index_col=0)
     assert list(dec.index) == ["Low", "2", "3", "4", "5", "6", "7", "8", "9", "High", "H-L",
-                               "H-L t-stat", "Turnover (%)"]
+                               "H-L t-stat", "H-L Newey-West t", "Turnover (%)"]
     assert "Paper EW SR" in dec.columns  # the paper's I20/R20 numbers sit beside ours
     assert dec.at["H-L", "EW SR"] == pytest.approx(m["sharpe_ew"], rel=1e-5)
     assert "dollar-volume-weighted (proxy)" in (out / "tables" / "deciles.md").read_text()
-    for f in ("deciles.png", "cumulative_hl.png", "p_up_hist.png"):
+    for f in ("deciles.png", "cumulative_hl.png", "p_up_hist.png", "reliability.png", "share_up_by_year.png"):
         assert (out / "figures" / f).stat().st_size > 1000
+    # Calibration, per-year shares and the comparison with the benchmarks are in metrics.json.
+    assert m["calibration"]["n_bins"] >= 1 and 0 <= m["calibration"]["ece"] <= 1
+    assert sum(b["n"] for b in m["calibration"]["bins"]) == m["n"]
+    assert sum(y["n"] for y in m["by_year"]) == m["n"]
+    assert m["share_up_realised"] == pytest.approx(
+        np.mean(pred.loc[pred["ret_month"].notna(), "ret_month"] > 0))
+    assert m["uncalibrated"] is None and m["bayes"] is None  # no calibration, not synthetic
+    vs = m["vs_benchmarks"]["ew"]
+    assert set(vs["benchmarks"]) == {"MOM", "STR", "WSTR", "TREND"} and vs["best"] in vs["benchmarks"]
+    assert -1 <= vs["benchmarks"]["MOM"]["corr"] <= 1
+    assert m["strategies"]["CNN"]["ew_t_nw"] is not None
+    assert np.isfinite(dec.at["H-L Newey-West t", "EW ret"])
     assert (out / "config.yaml").exists()
     assert set(read_json(out / "turnover.json")["CNN"]) == {"ew", "vw"}
     # Resumable: unchanged inputs -> nothing rewritten.

@@ -63,3 +63,19 @@ def test_correlations_per_date_with_ties():
     assert m["spearman"] == pytest.approx((math.sqrt(.9) - 1) / 2, rel=1e-12)
     assert m["pearson"] == pytest.approx((90 / math.sqrt(9750) - 1) / 2, rel=1e-12)
     assert (m["n_dates"], m["n_dates_undefined"]) == (2, 1)
+
+
+def test_accuracy_cluster_se_grows_with_within_date_correlation():
+    from pipeline.evaluate.metrics import accuracy_cluster_se
+
+    rng = np.random.default_rng(0)
+    n_dates, per = 200, 50
+    dates = np.repeat(np.arange(n_dates), per)
+    p = np.full(n_dates * per, 0.6)  # always predicts up
+    indep = rng.normal(size=n_dates * per)
+    se_indep = accuracy_cluster_se(p, indep, dates)
+    a = np.mean(indep > 0)
+    assert se_indep == pytest.approx(np.sqrt(a * (1 - a) / len(p)), rel=0.2)
+    common = np.repeat(rng.normal(size=n_dates), per) + 0.3 * indep  # a shared move per date
+    assert accuracy_cluster_se(p, common, dates) > 4 * se_indep
+    assert np.isnan(accuracy_cluster_se(p[:5], indep[:5], dates[:5]))

@@ -327,15 +327,20 @@ def test_key_numbers_in_html_and_pdf(tiny, tiny_report):
     assert n_rows in _section_html(html, "data") and n_rows in texts[pages[1]]
     bayes = json.loads((tiny.root / "data" / "tiny" / "panel" / "bayes_accuracy.json").read_text())
     assert f"{bayes['20']:.3f}" in _section_html(html, "data")
-    key = "month" if "month" in bayes else "20"
-    what = "monthly period return" if key == "month" else "20-record return"
-    assert f"Bayes-optimal accuracy for R20 ({what}) on this market is {bayes[key]:.3f}" in \
-        _section_html(html, "caveats")
     if tiny.ran.get("evaluate"):
         m = json.loads((tiny.root / "data" / "tiny" / "eval" / "I20_R20" / "metrics.json").read_text())
         acc = f"{m['accuracy']:.3f}"
         assert acc in _section_html(html, "metrics")
         assert acc in "".join(texts[pages[4]:pages[5]])
+        # The ceiling the report compares with is the bound of the evaluated rows and label.
+        b = m["bayes"]
+        assert b["label"] == "ret_month" and 19 <= b["horizon_min"] <= b["horizon_max"] <= 23
+        assert (f"Bayes-optimal accuracy of the evaluated test rows and their label (ret_month, "
+                f"{b['horizon_min']}-{b['horizon_max']} records ahead) is {b['accuracy']:.3f}") in \
+            _section_html(html, "caveats")
+        assert f"{b['gain_recovered']:.3f}" in _section_html(html, "overview")
+        assert f"{m['calibration']['ece']:.3f}" in _section_html(html, "metrics")
+        assert 'alt="reliability"' in _section_html(html, "metrics")
 
 
 def test_chromium_renders_the_html(tiny, tiny_report, tmp_path):

@@ -51,7 +51,8 @@ def ablation_models(cfg: Config) -> list[str]:
 
 def ablation_config(cfg: Config) -> Config:
     """The ablation experiment's config: relocated to ``paths.ablations_dir(cfg)``, ensemble size
-    ``ablations.ensemble`` (or ``train.ensemble``), test years ``ablations.test_years`` (or the
+    ``ablations.ensemble`` (or ``train.ensemble``), in-sample pool ``ablations.max_train_images`` (or
+    ``train.max_train_images``), test years ``ablations.test_years`` (or the
     split's), no benchmark strategies. ``cfg`` is not changed."""
     a = copy.deepcopy(cfg)
     d = paths.ablations_dir(cfg)
@@ -68,6 +69,10 @@ def ablation_config(cfg: Config) -> Config:
                               f"{list(test)} of split {cfg.train.split}, got {years}")
         # The same in-sample years, so the same training pool; only the predicted years shrink.
         a.train.split, a.train.insample_years, a.train.test_years = "custom", list(insample), list(years)
+    if cfg.ablations.max_train_images is not None:
+        if cfg.ablations.max_train_images < 10:
+            raise ConfigError(f"'ablations.max_train_images' must be >= 10, got {cfg.ablations.max_train_images}")
+        a.train.max_train_images = cfg.ablations.max_train_images
     a.evaluate.benchmarks = []
     assert a.experiment_dir == d
     return a
@@ -175,6 +180,9 @@ def _write_table(cfg: Config, acfg: Config, models: list[str], results: dict[str
         extra.append(f"T columns, correlations and Sharpe ratios on test years {first}-{last} only "
                      f"(ablations.test_years; the baseline's test period is "
                      f"{'-'.join(map(str, split_years(cfg.train)[1]))}).")
+    if cfg.ablations.max_train_images is not None:
+        extra.append(f"Every variant trained on an in-sample pool of {acfg.train.max_train_images:,} "
+                     "images (ablations.max_train_images; the baseline row is retrained with it).")
     if acfg.train.ensemble != PAPER_ENSEMBLE and not results:
         extra.append(f"Configured ensemble size {acfg.train.ensemble} (paper: {PAPER_ENSEMBLE}).")
     if failed:

@@ -13,6 +13,7 @@ them as the note printed under every table, so a reader never has to guess units
   x1 monthly, /3 quarterly), in percent (at most 200% per rebalance).
 - Significance of the H-L mean: t = mean / (sd / sqrt(T)); */**/*** at two-sided 10/5/1%
   (|t| >= 1.645 / 1.96 / 2.576), a project convention.
+- Newey-West t of a mean: Bartlett kernel, floor(4 (T/100)^(2/9)) lags (pipeline.evaluate.statistics).
 - Sharpe-ratio differences: t = dSR * sqrt(OOS years); one-sided 10/5/1% (1.28 / 1.645 / 2.33).
 """
 
@@ -128,7 +129,8 @@ def conventions_text(freq: str, mktcap_is_proxy: bool, weights: tuple[str, ...] 
     parts.append(f"Turnover of {HL}: mean per-rebalance turnover scaled to a month ({to_factor}), "
                  "in percent.")
     parts.append(f"Significance of the {HL} mean: t = mean / (sd / sqrt(T)); */**/*** = two-sided "
-                 "10/5/1% (|t| >= 1.645/1.96/2.576).")
+                 "10/5/1% (|t| >= 1.645/1.96/2.576); the Newey-West t uses a Bartlett kernel with "
+                 "floor(4 (T/100)^(2/9)) lags.")
     if universe == "top500":
         parts.append("Universe: the 500 largest stocks by cap"
                      + (" (proxy)" if mktcap_is_proxy else "") + " at each formation.")

@@ -12,7 +12,11 @@ reads ``paths.run_dir(cfg, model)/predictions.parquet`` and the canonical panel,
     turnover.json           monthly H-L turnover (%) per strategy and weighting
     turnover_by_date.parquet  date, strategy, weighting, turnover (fraction per rebalance)
     tables/deciles.{csv,md,tex}, tables/deciles_<BENCH>.*, tables/benchmarks.{csv,md,tex}
-    figures/deciles.png, figures/cumulative_hl.png, figures/p_up_hist.png
+    figures/deciles.png, figures/cumulative_hl.png, figures/p_up_hist.png,
+    figures/reliability.png, figures/share_up_by_year.png
+metrics.json also holds the calibration (ECE, reliability bins, share up predicted vs realised,
+per year) and, on the synthetic market, ``bayes``: the Bayes-optimal accuracy of exactly the
+evaluated rows and label (pipeline.evaluate.bayes) and the fraction of its gain recovered.
     config.yaml, _DONE.json (settings hash: reruns with unchanged inputs do nothing)
 
 The label/return column is ``ret_{label_suffix(horizon, label_return)}``; the rebalance frequency
@@ -22,6 +26,7 @@ follows the horizon (R5 weekly, R20 monthly, R60 quarterly).
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +34,16 @@ import pandas as pd
 
 from pipeline import paths
 from pipeline.config import Config, save_resolved, section_hash
-from pipeline.evaluate import plots, tables
+from pipeline.evaluate import calibration, plots, tables
+from pipeline.evaluate.bayes import bayes_bound, gain_recovered, gain_recovered_se
+from pipeline.evaluate.calibration import calibration_summary
 from pipeline.evaluate.benchmarks import benchmark_signals
 from pipeline.evaluate.conventions import (HL, conventions_text, frequency_of_horizon,
                                            periods_per_year, weighting_label)
-from pipeline.evaluate.metrics import classification_metrics, correlations_by_date, mean_correlations
+from pipeline.evaluate.metrics import (accuracy_cluster_se, classification_metrics, correlations_by_date,
+                                      mean_correlations)
 from pipeline.evaluate.portfolios import SignalEvaluation, evaluate_signal
+from pipeline.evaluate.statistics import compare_with
 from pipeline.images.store import label_suffix
 from pipeline.io import is_done, mark_done, read_json, write_figure, write_json, write_parquet
 from pipeline.panel import store
@@ -172,20 +181,50 @@ def _settings_hash(cfg: Config, pred_path: Path, panel_dir: Path) -> str:
     st = pred_path.stat()
     meta = read_json(panel_dir / "meta.json")
     return section_hash(cfg.evaluate, cfg.train, {"predictions": [st.st_size, st.st_mtime_ns],
-                                                  "panel": meta, "version": 1})
+                                                  "panel": meta, "synthetic": cfg.synthetic, "version": 4})
 
 
 def _hl_summary(ev: SignalEvaluation, weights: list[str]) -> dict:
     out: dict = {"n_rows": ev.n_rows, "n_dropped": ev.n_dropped, **ev.info}
     for w in weights:
         for col, key in (("ann_ret", "ret"), ("ann_vol", "vol"), ("sharpe", "sr"), ("t_stat", "t"),
-                         ("n_periods", "n_periods")):
+                         ("t_nw", "t_nw"), ("n_periods", "n_periods")):
             try:
                 v = ev.performance.loc[(w, HL), col]
             except KeyError:
                 v = np.nan
             out[f"{w}_{key}"] = float(v) if col != "n_periods" else int(0 if pd.isna(v) else v)
         out[f"{w}_turnover"] = ev.turnover_monthly_pct.get(w, float("nan"))
+    return out
+
+
+def hl_series(ev: SignalEvaluation, weighting: str) -> pd.Series:
+    """The H-L return per rebalance date of one weighting, indexed by date (sorted)."""
+    r = ev.returns
+    s = r[(r["weighting"] == weighting) & (r["decile"] == HL)]
+    return s.set_index("date")["ret"].sort_index()
+
+
+def versus_benchmarks(evals: dict[str, SignalEvaluation], weights: list[str], freq: str) -> dict:
+    """Per weighting: each benchmark's H-L Sharpe beside the CNN's, the correlation of the two H-L
+    series and the CNN's alpha (annualised, Newey-West t) in a regression of its H-L return on the
+    benchmark's; ``best`` = the benchmark with the highest H-L Sharpe ratio."""
+    out: dict = {}
+    if "CNN" not in evals or len(evals) < 2:
+        return out
+    for w in weights:
+        cnn = hl_series(evals["CNN"], w)
+        per: dict = {}
+        for name, ev in evals.items():
+            if name == "CNN":
+                continue
+            try:
+                sr = float(ev.performance.loc[(w, HL), "sharpe"])
+            except KeyError:
+                sr = float("nan")
+            per[name] = {"sharpe": sr, **compare_with(cnn, hl_series(ev, w), freq)}
+        finite = {k: v["sharpe"] for k, v in per.items() if np.isfinite(v["sharpe"])}
+        out[w] = {"benchmarks": per, "best": max(finite, key=finite.get) if finite else None}
     return out
 
 
@@ -222,6 +261,7 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
         log.info("evaluate %s: up to date (%s)", paths.run_name(cfg, model), out_dir)
         return read_json(out_dir / "metrics.json")
 
+    t_start = time.perf_counter()
     pred = read_predictions(pred_path, ret_col, need_cap="vw" in weights or cfg.evaluate.top500)
     years = sorted({int(y) for y in pred["date"].dt.year.unique()})
     benches = list(cfg.evaluate.benchmarks)
@@ -253,6 +293,21 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
              universe)
 
     cls = classification_metrics(df["p_up"].to_numpy(), df["ret"].to_numpy())
+    calib = calibration_summary(df["p_up"].to_numpy(), df["ret"].to_numpy())
+    years_tab = calibration.by_year(df)
+    uncal = None
+    if "p_up_uncalibrated" in df.columns:
+        u = classification_metrics(df["p_up_uncalibrated"].to_numpy(), df["ret"].to_numpy())
+        uc = calibration_summary(df["p_up_uncalibrated"].to_numpy(), df["ret"].to_numpy())
+        uncal = {"loss": u["loss"], "accuracy": u["accuracy"], "mcc": u["mcc"],
+                 "share_up_pred": u["share_up_pred"], "ece": uc["ece"], "bins": uc["bins"]}
+    acc_se = accuracy_cluster_se(df["p_up"].to_numpy(), df["ret"].to_numpy(), df["date"].to_numpy())
+    bayes = None
+    if meta.source == "synthetic":
+        bayes = bayes_bound(cfg, df, label_suffix(horizon, cfg.train.label_return))
+        bayes["gain_recovered"] = gain_recovered(cls["accuracy"], bayes["accuracy"])
+        bayes["gain_recovered_se"] = gain_recovered_se(cls["accuracy"], acc_se, bayes["accuracy"],
+                                                       bayes["stderr"])
     corr = mean_correlations(correlations_by_date(df, "p_up", "ret"))
     members = []
     for c in sorted((c for c in df.columns if c.startswith("p_up_m")), key=lambda s: int(s[6:])):
@@ -284,9 +339,16 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
         "mktcap_is_proxy": proxy, "vw_label": weighting_label("vw", proxy),
         "n_predictions": n_pred, "n_universe": n_universe, "n": cls["n"],
         "n_dropped_missing_return": n_universe - len(df),
-        "loss": cls["loss"], "accuracy": cls["accuracy"], "mcc": cls["mcc"],
+        "loss": cls["loss"], "accuracy": cls["accuracy"], "accuracy_se": acc_se, "mcc": cls["mcc"],
         "confusion": {key: cls[key] for key in ("tp", "tn", "fp", "fn")},
         "share_up_pred": cls["share_up_pred"],
+        "share_up_realised": calib["share_up_realised"],
+        "ln2": float(np.log(2.0)),
+        "calibration": calib,
+        "by_year": [{"year": int(y), **{k: int(v) if k == "n" else float(v) for k, v in r.items()}}
+                    for y, r in years_tab.iterrows()],
+        "uncalibrated": uncal,
+        "bayes": bayes,
         "spearman": corr["spearman"], "pearson": corr["pearson"],
         "n_dates_corr": corr["n_dates"], "n_dates_corr_undefined": corr["n_dates_undefined"],
         "members": members,
@@ -299,6 +361,8 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
         metrics[f"hl_ret_{w}"] = cnn.get(f"{w}_ret", float("nan"))
         metrics[f"hl_t_{w}"] = cnn.get(f"{w}_t", float("nan"))
         metrics[f"turnover_{w}_pct"] = cnn.get(f"{w}_turnover", float("nan"))
+    metrics["vs_benchmarks"] = versus_benchmarks(evals, weights, freq)
+    metrics["seconds"] = round(time.perf_counter() - t_start, 1)
     metrics = _nan_to_none(metrics)
 
     ports = []
@@ -364,12 +428,20 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
         evals["CNN"].performance, proxy, f"CNN {label}: annualised decile returns", weights))
     write_figure(fdir / "cumulative_hl.png", plots.cumulative_hl(
         evals["CNN"].returns, proxy, f"CNN {label}: cumulative H-L return", weights))
+    write_figure(fdir / "reliability.png", plots.reliability_diagram(
+        calibration.reliability_table(df["p_up"].to_numpy(), df["ret"].to_numpy()),
+        label=f"CNN {label}").figure)
+    write_figure(fdir / "share_up_by_year.png", plots.share_up_by_year(years_tab).figure)
     write_figure(fdir / "p_up_hist.png", plots.p_up_histogram(
         df["p_up"].to_numpy(), f"CNN {label}: out-of-sample P(up), n = {len(df):,}"))
 
     write_json(out_dir / "metrics.json", metrics)
     save_resolved(cfg, out_dir)
     mark_done(out_dir, h, run=paths.run_name(cfg, model))
-    log.info("evaluate %s: accuracy %.4f, EW H-L SR %s -> %s", metrics["run"], cls["accuracy"],
+    log.info("evaluate %s: accuracy %.4f%s, loss %.4f (ln 2 = 0.6931), predicted up %.1f%% (realised "
+             "%.1f%%), ECE %.4f, EW H-L SR %s -> %s", metrics["run"], cls["accuracy"],
+             f" (Bayes {bayes['accuracy']:.4f}, {bayes['gain_recovered']:.0%} of the gain; the Bayes rule "
+             f"calls {bayes['share_up_bayes']:.1%} up)" if bayes else "",
+             cls["loss"], 100 * cls["share_up_pred"], 100 * calib["share_up_realised"], calib["ece"],
              metrics.get("sharpe_ew"), out_dir)
     return metrics

@@ -110,3 +110,23 @@ def mean_correlations(by_date: pd.DataFrame) -> dict:
     return {"spearman": float(by_date.loc[ok, "spearman"].mean()) if ok.any() else float("nan"),
             "pearson": float(by_date.loc[ok, "pearson"].mean()) if ok.any() else float("nan"),
             "n_dates": int(ok.sum()), "n_dates_undefined": int((~ok).sum())}
+
+
+def accuracy_cluster_se(p_up: np.ndarray, ret: np.ndarray, dates: np.ndarray) -> float:
+    """Standard error of the pooled accuracy with dates as clusters.
+
+    Images of one date share that period's market move, so their hits are correlated and the
+    binomial sqrt(a(1-a)/n) understates the error. Cluster-robust: sqrt(sum_g (n_g (a_g - a))^2) / n
+    over dates g with n_g rows and accuracy a_g (rows with a missing return dropped). NaN with fewer
+    than two dates.
+    """
+    p = np.asarray(p_up, dtype=np.float64)
+    r = np.asarray(ret, dtype=np.float64)
+    keep = ~np.isnan(r)
+    hit = ((p[keep] > 0.5) == (r[keep] > 0)).astype(np.float64)
+    g = pd.DataFrame({"d": np.asarray(dates)[keep], "h": hit}).groupby("d")["h"].agg(["sum", "count"])
+    if len(g) < 2:
+        return float("nan")
+    a = hit.mean()
+    resid = g["sum"].to_numpy() - g["count"].to_numpy() * a
+    return float(np.sqrt(np.sum(resid ** 2) * len(g) / (len(g) - 1)) / len(hit))

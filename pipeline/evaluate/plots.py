@@ -77,3 +77,50 @@ def p_up_histogram(p_up: np.ndarray, title: str = "", bins: int = 50) -> Figure:
     ax.legend(frameon=False)
     fig.tight_layout()
     return fig
+
+
+def reliability_diagram(table: pd.DataFrame, ax=None, label: str = "CNN", color: str | None = None):  # noqa: ANN001, ANN201
+    """Realised up share against mean P(up) per bin (a :func:`calibration.reliability_table`), with
+    +-2 binomial standard errors and the diagonal of perfect calibration (drawn once per Axes, so
+    several tables can share one). Returns the Axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 5))
+    first = not ax.lines
+    if len(table):
+        lo = min(table["p_mean"].min(), (table["up_share"] - 2 * table["se"]).min())
+        hi = max(table["p_mean"].max(), (table["up_share"] + 2 * table["se"]).max())
+        pad = 0.02 + 0.05 * (hi - lo)
+        lo, hi = max(0.0, lo - pad), min(1.0, hi + pad)
+    else:
+        lo, hi = 0.0, 1.0
+    if not first:  # widen to what is already drawn
+        (l0, h0) = ax.get_xlim()
+        lo, hi = min(lo, l0), max(hi, h0)
+    else:
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
+    ax.errorbar(table["p_mean"], table["up_share"], yerr=2 * table["se"], fmt="o-", ms=4, capsize=2,
+                label=label, color=color)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("mean predicted P(up) in the bin")
+    ax.set_ylabel("realised share up (±2 s.e.)")
+    ax.set_title("Reliability (10 equal-count bins of P(up))")
+    ax.legend(frameon=False, loc="upper left")
+    return ax
+
+
+def share_up_by_year(table: pd.DataFrame, ax=None):  # noqa: ANN001, ANN201
+    """Share predicted up (P > 0.5), mean P(up) and realised share up per year (a
+    :func:`calibration.by_year` table). Returns the Axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.5))
+    years = table.index.to_numpy()
+    ax.plot(years, table["share_up_pred"] * 100, "o-", label="predicted up (P > 0.5)")
+    ax.plot(years, table["mean_p_up"] * 100, "s--", ms=3, label="mean P(up)")
+    ax.plot(years, table["share_up_realised"] * 100, "k^-", label="realised up")
+    ax.axhline(50, color="0.6", lw=0.8)
+    ax.set_ylabel("% of stock-periods")
+    ax.set_xlabel("year")
+    ax.set_title("Share up by year: predicted vs realised")
+    ax.legend(frameon=False, fontsize=8)
+    return ax

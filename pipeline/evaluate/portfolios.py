@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from pipeline.evaluate.statistics import newey_west_t
 from pipeline.evaluate.conventions import (HL, MIN_STOCKS_PER_DATE, N_DECILES, TURNOVER_TO_MONTHLY,
                                            periods_per_year)
 
@@ -163,15 +164,19 @@ def performance(returns: pd.DataFrame, freq: str, by: list[str] | tuple[str, ...
     """Annualised mean, volatility, Sharpe ratio and t-stat of per-period returns per group.
 
     ann_ret = mean * K; ann_vol = sd(ddof=1) * sqrt(K); sharpe = ann_ret / ann_vol;
-    t_stat = mean / (sd / sqrt(T)) with T = number of periods; K from the frequency.
+    t_stat = mean / (sd / sqrt(T)) with T = number of periods; K from the frequency;
+    t_nw = the Newey-West t of the mean (pipeline.evaluate.statistics; periods in date order).
 
     Args:
         returns: long table with the ``by`` columns and ``value`` (per-period returns).
     Returns:
-        DataFrame indexed by ``by`` with n_periods, mean, ann_ret, ann_vol, sharpe, t_stat.
+        DataFrame indexed by ``by`` with n_periods, mean, ann_ret, ann_vol, sharpe, t_stat, t_nw.
     """
     k = periods_per_year(freq)
-    g = returns.dropna(subset=[value]).groupby(list(by), sort=False)[value]
+    r = returns.dropna(subset=[value])
+    if "date" in r.columns:  # the Newey-West t needs each group's periods in time order
+        r = r.sort_values("date", kind="stable")
+    g = r.groupby(list(by), sort=False)[value]
     m = g.mean()
     sd = g.std(ddof=1)
     n = g.count()
@@ -180,6 +185,8 @@ def performance(returns: pd.DataFrame, freq: str, by: list[str] | tuple[str, ...
     with np.errstate(divide="ignore", invalid="ignore"):
         out["sharpe"] = (out["ann_ret"] / out["ann_vol"]).where(out["ann_vol"] > 0)
         out["t_stat"] = (m / (sd / np.sqrt(n))).where(sd > 0)
+    # One call per group (22 groups: deciles and H-L per weighting), each vectorised over periods.
+    out["t_nw"] = g.agg(newey_west_t)
     return out
 
 

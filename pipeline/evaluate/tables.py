@@ -20,7 +20,8 @@ from pipeline.evaluate.conventions import (DECILES, HL, decile_label, stars, wei
 from pipeline.io import atomic_write_text
 from pipeline.paper_numbers import SOURCES, DecileReference, HLReference
 
-DECILE_ROW_LABELS = [decile_label(d) for d in DECILES] + [HL, f"{HL} t-stat", "Turnover (%)"]
+DECILE_ROW_LABELS = [decile_label(d) for d in DECILES] + [HL, f"{HL} t-stat", f"{HL} Newey-West t",
+                                                            "Turnover (%)"]
 
 
 def _get(perf: pd.DataFrame, weighting: str, decile: str, col: str) -> float:
@@ -34,7 +35,7 @@ def decile_table(perf: pd.DataFrame, turnover_pct: dict[str, float], mktcap_is_p
                  weights: tuple[str, ...] | list[str] = ("ew", "vw"),
                  paper: DecileReference | None = None, paper_hl: HLReference | None = None
                  ) -> pd.DataFrame:
-    """Numeric decile table: rows Low, 2..9, High, H-L, H-L t-stat, Turnover (%).
+    """Numeric decile table: rows Low, 2..9, High, H-L, H-L t-stat, H-L Newey-West t, Turnover (%).
 
     Args:
         perf: from :func:`pipeline.evaluate.portfolios.performance`, index (weighting, decile str).
@@ -43,15 +44,15 @@ def decile_table(perf: pd.DataFrame, turnover_pct: dict[str, float], mktcap_is_p
     Returns:
         DataFrame indexed by row label; columns '{EW|VW|DVW} ret' (annualised, decimal), '... SR'
         for each weighting, then 'Paper ...' columns where the paper reports something. The
-        turnover row holds turnover in the 'ret' columns; the t-stat row in the 'ret' columns.
+        turnover row holds turnover in the 'ret' columns; the two t-stat rows in the 'ret' columns.
     """
     cols: dict[str, list[float]] = {}
     for w in weights:
         p = weighting_short(w, mktcap_is_proxy)
         ret = [_get(perf, w, str(d), "ann_ret") for d in DECILES] + [_get(perf, w, HL, "ann_ret")]
         sr = [_get(perf, w, str(d), "sharpe") for d in DECILES] + [_get(perf, w, HL, "sharpe")]
-        ret += [_get(perf, w, HL, "t_stat"), turnover_pct.get(w, float("nan"))]
-        sr += [float("nan"), float("nan")]
+        ret += [_get(perf, w, HL, "t_stat"), _get(perf, w, HL, "t_nw"), turnover_pct.get(w, float("nan"))]
+        sr += [float("nan"), float("nan"), float("nan")]
         cols[f"{p} ret"] = ret
         cols[f"{p} SR"] = sr
     if paper is not None or paper_hl is not None:
@@ -62,8 +63,8 @@ def decile_table(perf: pd.DataFrame, turnover_pct: dict[str, float], mktcap_is_p
             to = getattr(paper, f"turnover_{w}") if paper else None
             if to is None and paper_hl is not None:
                 to = getattr(paper_hl, f"turnover_{w}")
-            ret = ret + [None, to]
-            sr = sr + [None, None]
+            ret = ret + [None, None, to]
+            sr = sr + [None, None, None]
             if any(v is not None for v in ret):
                 cols[f"Paper {p} ret"] = [np.nan if v is None else float(v) for v in ret]
             if any(v is not None for v in sr):
@@ -86,7 +87,7 @@ def format_decile_table(num: pd.DataFrame, paper_hl_stars: str = "") -> pd.DataF
             v = num.at[r, c]
             if r == "Turnover (%)":
                 s = "" if not np.isfinite(v) else f"{v:.0f}%"
-            elif r == tstat_row:
+            elif r in (tstat_row, f"{HL} Newey-West t"):
                 s = _fmt(v, 2)
             elif c.endswith("SR"):
                 s = _fmt(v, 2)

@@ -453,6 +453,62 @@ def _p_up(st: _State, u: _Units, strength: float, horizons: list[int], rng: np.r
     return res
 
 
+def _check_bayes_cfg(cfg: SyntheticConfig) -> None:
+    n_paths = int(cfg.bayes_paths)
+    if n_paths < 2 or n_paths % 2:
+        raise ValueError(f"synthetic.bayes_paths must be an even number >= 2, got {cfg.bayes_paths}")
+    if int(cfg.bayes_samples) < 2:
+        raise ValueError(f"synthetic.bayes_samples must be >= 2, got {cfg.bayes_samples}")
+    _check_cfg(cfg)
+
+
+def _state_estimates(cfg: SyntheticConfig, uni: _Universe, states: _State, stock: np.ndarray,
+                     hs: list[int], params: MarketParams, rng_key: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-state plug-in and cross-fit accuracy of the best up/down rule and P-hat, each (len(hs), m).
+
+    states: m captured states (float64), stock: (m,) stock index of each; hs: sorted horizons in
+    records. plug = max(P-hat, 1 - P-hat) over all paths; cross = direction chosen on one half of
+    the paths, scored with the other half's P-hat (and vice versa, averaged). See bayes_accuracy.
+    """
+    m = len(stock)
+    n_paths = int(cfg.bayes_paths)
+    rng = np.random.default_rng([cfg.seed, rng_key])
+    plug = np.empty((len(hs), m))
+    cross = np.empty((len(hs), m))
+    p_hat = np.empty((len(hs), m))
+    chunk = max(1, 65536 // n_paths)
+    half = n_paths // 2
+    for a in range(0, m, chunk):
+        idx = np.arange(a, min(m, a + chunk))
+        # float32 paths halve the memory traffic; their rounding (1e-7 relative) is far below the
+        # Monte-Carlo error.
+        f32 = np.float32
+        st = _State(states.c[:, idx].astype(f32), states.logv[:, idx].astype(f32),
+                    states.intra[idx].astype(f32), states.sgn[idx].astype(f32), L - 1,
+                    states.sc[idx].astype(f32), states.sv[idx].astype(f32)).repeat(n_paths)
+        uu = uni.units.take(np.repeat(stock[idx], n_paths))
+        u = _Units(uu.sigma.astype(f32), uu.beta.astype(f32), uu.log_vbar.astype(f32))
+        pu = _p_up(st, u, float(cfg.signal_strength), hs, rng, params).reshape(len(hs), len(idx), n_paths)
+        p_all = pu.mean(axis=2, dtype=np.float64)
+        p_hat[:, idx] = p_all
+        plug[:, idx] = np.maximum(p_all, 1.0 - p_all)
+        pa = pu[:, :, :half].mean(axis=2, dtype=np.float64)
+        pb = pu[:, :, half:].mean(axis=2, dtype=np.float64)
+        cross[:, idx] = 0.5 * (np.where(pa > 0.5, pb, 1.0 - pb) + np.where(pb > 0.5, pa, 1.0 - pa))
+    return plug, cross, p_hat
+
+
+def _summarise(plug: np.ndarray, cross: np.ndarray) -> dict[str, np.ndarray]:
+    """accuracy (midpoint), stderr, lower, upper from per-state estimates (..., m) along the last axis."""
+    m = plug.shape[-1]
+    mid = 0.5 * (plug + cross)
+    se = mid.std(axis=-1, ddof=1) / np.sqrt(m)
+    half_gap = 0.5 * (plug.mean(axis=-1) - cross.mean(axis=-1))
+    return {"accuracy": mid.mean(axis=-1), "stderr": np.sqrt(se ** 2 + half_gap ** 2),
+            "accuracy_lower": cross.mean(axis=-1), "accuracy_upper": plug.mean(axis=-1)}
+
+
 def bayes_accuracy(cfg: SyntheticConfig, horizons=(5, 20, 60),
                    params: MarketParams = PARAMS) -> pd.DataFrame:
     """Accuracy of the Bayes-optimal up/down rule for the return over the next h records.
@@ -472,18 +528,16 @@ def bayes_accuracy(cfg: SyntheticConfig, horizons=(5, 20, 60),
       standard error of the per-state midpoints over states (it contains each state's Monte-Carlo
       variance) and the second term bounds the remaining Monte-Carlo bias.
 
+    This is the bound of a *uniformly sampled record* and a fixed horizon; the bound of the rows a
+    run actually evaluates (image dates, period labels) is :func:`bayes_accuracy_at`.
+
     Returns one row per horizon (sorted, de-duplicated): horizon (int, records), accuracy, stderr,
     n_samples (states), accuracy_lower, accuracy_upper. Deterministic given cfg (and params).
     """
     hs = sorted({int(h) for h in horizons})
     if not hs or hs[0] < 1:
         raise ValueError(f"synthetic.bayes_accuracy: horizons must be positive integers, got {horizons}")
-    n_paths = int(cfg.bayes_paths)
-    if n_paths < 2 or n_paths % 2:
-        raise ValueError(f"synthetic.bayes_paths must be an even number >= 2, got {cfg.bayes_paths}")
-    if int(cfg.bayes_samples) < 2:
-        raise ValueError(f"synthetic.bayes_samples must be >= 2, got {cfg.bayes_samples}")
-    _check_cfg(cfg)
+    _check_bayes_cfg(cfg)
     dates = market_dates(cfg)
     uni = _universe(cfg, len(dates))
     # Rejection sampling: draw uniformly from the planned records, keep those the $1 floor did not
@@ -500,42 +554,90 @@ def bayes_accuracy(cfg: SyntheticConfig, horizons=(5, 20, 60),
     states = _State(cand.c[:, keep], cand.logv[:, keep], cand.intra[keep], cand.sgn[keep], L - 1,
                     cand.sc[keep], cand.sv[keep])
     del mv, cand
-    rng = np.random.default_rng([cfg.seed, 4])
-    plug = np.empty((len(hs), m))
-    cross = np.empty((len(hs), m))
-    chunk = max(1, 65536 // n_paths)
-    half = n_paths // 2
-    for a in range(0, m, chunk):
-        idx = np.arange(a, min(m, a + chunk))
-        # float32 paths halve the memory traffic; their rounding (1e-7 relative) is far below the
-        # Monte-Carlo error.
-        f32 = np.float32
-        st = _State(states.c[:, idx].astype(f32), states.logv[:, idx].astype(f32),
-                    states.intra[idx].astype(f32), states.sgn[idx].astype(f32), L - 1,
-                    states.sc[idx].astype(f32), states.sv[idx].astype(f32)).repeat(n_paths)
-        uu = uni.units.take(np.repeat(stock[idx], n_paths))
-        u = _Units(uu.sigma.astype(f32), uu.beta.astype(f32), uu.log_vbar.astype(f32))
-        pu = _p_up(st, u, float(cfg.signal_strength), hs, rng, params).reshape(len(hs), len(idx), n_paths)
-        p_all = pu.mean(axis=2, dtype=np.float64)
-        plug[:, idx] = np.maximum(p_all, 1.0 - p_all)
-        pa = pu[:, :, :half].mean(axis=2, dtype=np.float64)
-        pb = pu[:, :, half:].mean(axis=2, dtype=np.float64)
-        cross[:, idx] = 0.5 * (np.where(pa > 0.5, pb, 1.0 - pb) + np.where(pb > 0.5, pa, 1.0 - pa))
-    mid = 0.5 * (plug + cross)
-    se = mid.std(axis=1, ddof=1) / np.sqrt(m)
-    half_gap = 0.5 * (plug.mean(axis=1) - cross.mean(axis=1))
-    res = pd.DataFrame({
-        "horizon": np.asarray(hs, dtype=np.int64),
-        "accuracy": mid.mean(axis=1),
-        "stderr": np.sqrt(se ** 2 + half_gap ** 2),
-        "n_samples": m,
-        "accuracy_lower": cross.mean(axis=1),
-        "accuracy_upper": plug.mean(axis=1),
-    })
+    plug, cross, _ = _state_estimates(cfg, uni, states, stock, hs, params, rng_key=4)
+    summ = _summarise(plug, cross)
+    res = pd.DataFrame({"horizon": np.asarray(hs, dtype=np.int64), "accuracy": summ["accuracy"],
+                        "stderr": summ["stderr"], "n_samples": m,
+                        "accuracy_lower": summ["accuracy_lower"],
+                        "accuracy_upper": summ["accuracy_upper"]})
     log.info("synthetic Bayes accuracy (signal_strength=%g): %s", cfg.signal_strength,
              ", ".join(f"h={h}: {a:.4f}+-{e:.4f}" for h, a, e in
                        zip(res.horizon, res.accuracy, res.stderr)))
     return res
+
+
+def bayes_accuracy_at(cfg: SyntheticConfig, dates: np.ndarray, stock_ids: np.ndarray,
+                      horizons: np.ndarray, params: MarketParams = PARAMS) -> dict:
+    """Bayes-optimal accuracy for exactly the given (stock, date, horizon) rows.
+
+    The bound of what a run evaluates: its rows are image dates (period ends, not uniform days) and
+    a period label spans a varying number of records (a month 19-23), so the uniform-record,
+    fixed-horizon :func:`bayes_accuracy` is only an approximation of it. Here the target is
+    A = mean over the rows of max(P_i, 1 - P_i), P_i = P(sum of the next h_i log returns > 0 | F_t)
+    at row i's date; ``cfg.bayes_samples`` rows are drawn uniformly without replacement (all rows
+    when there are fewer), their exact states are captured from the generator, and P_i is
+    estimated as in :func:`bayes_accuracy` (same plug-in / cross-fit midpoint and stderr; the
+    stderr also covers the sampling of rows, since it is the spread of per-row values over rows).
+
+    Args:
+        dates: datetime64 (n,) trading days of this market (``market_dates(cfg)``);
+        stock_ids: int (n,) ids 1..n_stocks of this market;
+        horizons: int (n,) records from the date to the end of each row's label (>= 1).
+    Returns:
+        {"accuracy", "stderr", "accuracy_lower", "accuracy_upper", "n_samples", "n_rows",
+         "horizon_min", "horizon_max", "share_up_bayes" (share of rows the Bayes rule calls up),
+         "mean_p_bayes" (mean true P(up): the expected share of up returns)}.
+    Raises:
+        ValueError naming the first row whose date is not a trading day of the market, whose stock
+        id is unknown, or whose horizon is not positive.
+    """
+    _check_bayes_cfg(cfg)
+    d = np.asarray(dates).astype("datetime64[ns]")
+    sid = np.asarray(stock_ids, dtype=np.int64)
+    h = np.asarray(horizons, dtype=np.int64)
+    if not (d.shape == sid.shape == h.shape) or d.ndim != 1:
+        raise ValueError(f"bayes_accuracy_at: dates {d.shape}, stock_ids {sid.shape} and horizons "
+                         f"{h.shape} must be 1-D of one length")
+    if len(d) == 0:
+        raise ValueError("bayes_accuracy_at: no rows")
+    cal = market_dates(cfg).values.astype("datetime64[ns]")
+    day = np.searchsorted(cal, d)
+    bad = (day >= len(cal)) | (cal[np.minimum(day, len(cal) - 1)] != d)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"bayes_accuracy_at: row {i} has date {d[i]}, not a trading day of the "
+                         f"synthetic market {cfg.start}..{cfg.end}")
+    bad = (sid < 1) | (sid > int(cfg.n_stocks))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"bayes_accuracy_at: row {i} has stock_id {sid[i]}, outside 1..{cfg.n_stocks}")
+    if (h < 1).any():
+        i = int(np.flatnonzero(h < 1)[0])
+        raise ValueError(f"bayes_accuracy_at: row {i} has horizon {h[i]}; horizons must be >= 1")
+    # Canonical (date, stock) order first, so the sample does not depend on the caller's row order.
+    order = np.lexsort((sid, day))
+    day, sid, h = day[order], sid[order], h[order]
+    n = len(d)
+    m = min(int(cfg.bayes_samples), n)
+    pick = np.sort(np.random.default_rng([cfg.seed, 5]).choice(n, size=m, replace=False))
+    cday, cstock, ch = day[pick], sid[pick] - 1, h[pick]
+    uni = _universe(cfg, len(cal))
+    _, _, mv, cand = _simulate(cfg, capture=(cday, cstock), p=params)
+    del mv
+    hs = sorted({int(x) for x in ch})
+    plug, cross, p_hat = _state_estimates(cfg, uni, cand, cstock, hs, params, rng_key=6)
+    row = np.searchsorted(np.asarray(hs), ch)
+    cols = np.arange(m)
+    summ = _summarise(plug[row, cols], cross[row, cols])
+    out = {k: float(v) for k, v in summ.items()}
+    p = p_hat[row, cols]
+    # What the Bayes rule itself predicts: the share it calls "up", and the expected share of up
+    # returns (mean P); the realised share differs from the latter by the test period's market luck.
+    out.update(share_up_bayes=float(np.mean(p > 0.5)), mean_p_bayes=float(np.mean(p)))
+    out.update(n_samples=int(m), n_rows=int(n), horizon_min=int(ch.min()), horizon_max=int(ch.max()))
+    log.info("synthetic Bayes accuracy at %d of %d rows (horizons %d-%d records): %.4f +- %.4f",
+             m, n, out["horizon_min"], out["horizon_max"], out["accuracy"], out["stderr"])
+    return out
 
 
 def planted_features(panel: pd.DataFrame) -> pd.DataFrame:

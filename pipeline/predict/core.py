@@ -2,7 +2,8 @@
 
     predict_run(cfg, model=None) -> run_dir/predictions.parquet
 
-P(up) = softmax(logits)[:, 1] of each member (eval mode, best weights); the ensemble P(up) is the
+P(up) = softmax(logits)[:, 1] of each member (eval mode, best weights), mapped through the member's
+validation-fitted calibration when ``train.calibration`` is not "none"; the ensemble P(up) is the
 mean over members (METHOD 6). Every image of the test years gets a row, including those with a
 missing label (label 2), so evaluation decides what to drop. Columns (INTERFACES.md):
 stock_id int32, date datetime64, p_up float64, p_up_m0..p_up_m{k-1} float64, ret_5d, ret_20d,
@@ -13,6 +14,7 @@ mktcap float64, ewma_vol float64.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,9 @@ from pipeline.io import is_done, mark_done, marker_path, read_json, write_npy, w
 from pipeline.models.cnn import ChartCNN, fuse_for_inference
 from pipeline.train import ddp
 from pipeline.train.data import norm_for_year, normalise, oos_years
-from pipeline.train.loop import Runtime, load_member, load_norm, resolve_runtime, run_config, set_threads
+from pipeline.train.calibration import apply_calibration
+from pipeline.train.loop import (Runtime, load_calibration, load_member, load_norm, resolve_runtime,
+                                 run_config, set_threads)
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +61,25 @@ def predict_proba(models: list[ChartCNN], images: np.ndarray, mean: float, std: 
     return out
 
 
-def prediction_frame(labels: pd.DataFrame, probs: np.ndarray, suffix: str) -> pd.DataFrame:
-    """The predictions table of one year: label table rows (N) + member probabilities (N, k)."""
+def prediction_frame(labels: pd.DataFrame, probs: np.ndarray, suffix: str,
+                     calibrations: list[dict] | None = None) -> pd.DataFrame:
+    """The predictions table of one year: label table rows (N) + member probabilities (N, k).
+
+    probs: each member's raw P(up) (softmax). With ``calibrations`` (one per member, method other
+    than "none"), p_up_m{j} and p_up are the calibrated values and ``p_up_uncalibrated`` keeps the
+    ensemble mean of the raw ones.
+    """
     k = probs.shape[1]
+    calibrated = calibrations is not None and any(c["method"] != "none" for c in calibrations)
+    member_p = (np.column_stack([apply_calibration(probs[:, j], calibrations[j]) for j in range(k)])
+                if calibrated else probs)
     df = pd.DataFrame({"stock_id": labels["stock_id"].to_numpy().astype(np.int32),
                        "date": pd.to_datetime(labels["date"]).to_numpy(),
-                       "p_up": probs.mean(axis=1)})
+                       "p_up": member_p.mean(axis=1)})
+    if calibrated:
+        df["p_up_uncalibrated"] = probs.mean(axis=1)
     for j in range(k):
-        df[f"p_up_m{j}"] = probs[:, j]
+        df[f"p_up_m{j}"] = member_p[:, j]
     for c in RETURN_COLUMNS:
         df[c] = labels[c].to_numpy().astype(np.float64)
     df["label"] = labels[f"label_{suffix}"].to_numpy().astype(np.int8)
@@ -101,6 +116,7 @@ def predict_run(cfg: Config, model: str | None = None) -> Path:
     if is_done(run, settings, "_PREDICT_DONE") and out.exists():
         log.info("%s: predictions up to date, skipping", out)
         return out
+    t_start = time.perf_counter()  # wall time of this invocation (parts done earlier are reused)
     if rt.device.type == "cpu":
         set_threads(t)
     norm = load_norm(run)
@@ -108,6 +124,7 @@ def predict_run(cfg: Config, model: str | None = None) -> Path:
     suffix = label_suffix(t.horizon, t.label_return)
     parts_dir = run / "predict_parts"
     trained = [read_json(marker_path(run / f"member_{i}"))["hash"] for i in range(k)]
+    calibrations = [load_calibration(run, i) for i in range(k)] if t.calibration != "none" else None
     models: dict[int, ChartCNN] = {}
     frames = []
     for y in tqdm(years, desc="predict years", mininterval=5.0):
@@ -136,10 +153,11 @@ def predict_run(cfg: Config, model: str | None = None) -> Path:
                 raise ValueError(f"{p}: {c.shape} predictions per member but {len(labels)} label "
                                  f"rows for year {y}; delete that file and predict again")
         member_probs = np.column_stack(columns)
-        df = prediction_frame(labels, member_probs, suffix)
+        df = prediction_frame(labels, member_probs, suffix, calibrations)
         frames.append(df)
         log.info("year %d: %d images (members predicted now: %s), mean P(up) %.4f", y, len(df),
                  todo or "none", float(df["p_up"].mean()))
     write_parquet(out, pd.concat(frames, ignore_index=True))
-    mark_done(run, settings, "_PREDICT_DONE", rows=int(sum(len(f) for f in frames)))
+    mark_done(run, settings, "_PREDICT_DONE", rows=int(sum(len(f) for f in frames)),
+              seconds=round(time.perf_counter() - t_start, 1))
     return out

@@ -174,18 +174,6 @@ def _weighting_words(exp: Experiment) -> dict[str, str]:
         return {"ew": "equal-weighted", "vw": "dollar-volume-weighted (proxy)" if proxy else "value-weighted"}
 
 
-def _bayes_key(exp: Experiment) -> str | None:
-    """Key of bayes_accuracy.json for the label the model learns: the period return ("month")
-    when the panel stage reports it, else the same horizon in records ("20"); None if absent."""
-    from pipeline.images.store import label_suffix
-
-    bayes = exp.panel.bayes_accuracy if exp.panel else None
-    if not bayes:
-        return None
-    keys = [label_suffix(exp.cfg.train.horizon, exp.cfg.train.label_return), str(exp.cfg.train.horizon)]
-    return next((k for k in keys if k in bayes), None)
-
-
 def section_overview(exp: Experiment, config_ref: str) -> Section:
     cfg = exp.cfg
     (i0, i1), (t0, t1) = split_years(cfg.train)
@@ -206,10 +194,16 @@ def section_overview(exp: Experiment, config_ref: str) -> Section:
         if head:
             words = _weighting_words(exp)
             head = [(k.replace("value-weighted", words["vw"]), v) for k, v in head]
-            key = _bayes_key(exp)
-            if key is not None:
-                head.insert(1, (f"Bayes-optimal accuracy, R{cfg.train.horizon} (synthetic market "
-                                "ceiling)", exp.panel.bayes_accuracy[key]))
+            b = m.get("bayes")
+            if b:
+                head.insert(1, (f"Bayes-optimal accuracy of these test rows ({b['label']}; synthetic "
+                                "market ceiling)", b["accuracy"]))
+                head.insert(2, ("Share of the Bayes accuracy gain over 0.5 recovered", b["gain_recovered"]))
+            if "loss" in m:
+                head.append(("Test loss (ln 2 = 0.6931 is a coin flip)", m["loss"]))
+            if "share_up_realised" in m:
+                head.append(("Share predicted up / realised up",
+                             f"{m['share_up_pred']:.3f} / {m['share_up_realised']:.3f}"))
             sec.blocks.append(kv(head, f"Headline out-of-sample results ({exp.evaluation.name})"))
     stages = [("panel", exp.panel), ("images", any(exp.image_sets.values())), ("train", exp.run),
               ("predict", exp.run is not None and exp.run.has_predictions),
@@ -258,8 +252,9 @@ def section_data(exp: Experiment, config_ref: str) -> Section:
         acc = pd.DataFrame({"Bayes accuracy": [p.bayes_accuracy[k] for k in keys]},
                            index=pd.Index([f"R{k}" if k.isdigit() else k for k in keys], name="Horizon"))
         sec.blocks.append(table_block(acc, "Accuracy of the Bayes-optimal classifier of the synthetic "
-                                      "market (panel/bayes_accuracy.json): the ceiling any model can "
-                                      "reach on this data."))
+                                      "market for a uniformly drawn record and a fixed horizon in "
+                                      "records (panel/bayes_accuracy.json). The bound of the run's own "
+                                      "label at its image dates is in the classification section."))
     return sec
 
 
@@ -373,6 +368,7 @@ def section_metrics(exp: Experiment, config_ref: str) -> Section:
         mf.index.name = "Member"
         sec.blocks.append(table_block(mf.rename(columns=METRIC_SHORT),
                                       "Each ensemble member alone on the test set"))
+    sec.blocks.extend(calibration_blocks(e))
     counts = [(label, m[k]) for k, label in (
         ("n_predictions", "Predictions"), ("n_universe", "In the portfolio universe"),
         ("n_dropped_missing_return", "Dropped: missing realised return")) if k in m]
@@ -416,6 +412,58 @@ EVAL_FIGURE_CAPTIONS = {
 }
 
 
+CALIBRATION_FIGURES = {
+    "reliability": "Reliability diagram: realised share of up returns against the mean predicted P(up) "
+                   "in 10 equal-count bins of P(up), ±2 standard errors (evaluation stage).",
+    "share_up_by_year": "Share of test images predicted up (P(up) > 0.5), mean P(up) and realised share "
+                        "up, by year (evaluation stage).",
+}
+
+
+def calibration_blocks(e: EvalArtifacts) -> list[dict]:
+    """Calibration and the Bayes bound of a run's evaluation (metrics.json + its figures)."""
+    m = e.metrics
+    blocks: list[dict] = []
+    cal = m.get("calibration")
+    if not cal:
+        return blocks
+    items = [("Expected calibration error (10 equal-count bins)", cal["ece"]),
+             ("Mean P(up)", cal["mean_p_up"]), ("Share predicted up (P(up) > 0.5)", m["share_up_pred"]),
+             ("Realised share up", m["share_up_realised"]),
+             ("Loss minus ln 2 (negative: better than a coin flip)", m["loss"] - m.get("ln2", 0.6931471805599453))]
+    b = m.get("bayes")
+    if b:
+        items += [(f"Bayes-optimal accuracy of the evaluated rows ({b['label']}, "
+                   f"{b['horizon_min']}–{b['horizon_max']} records ahead)", b["accuracy"]),
+                  ("Its standard error (states sampled, Monte-Carlo)", b["stderr"]),
+                  ("Share of the evaluated rows the Bayes rule calls up", b.get("share_up_bayes")),
+                  ("Expected share up under the true model (mean P(up))", b.get("mean_p_bayes")),
+                  ("Share of the Bayes accuracy gain recovered, (acc − 0.5) / (Bayes − 0.5)", b["gain_recovered"]),
+                  ("Its standard error (test dates as clusters, and the bound's)", b.get("gain_recovered_se"))]
+    blocks.append(kv(items, "Calibration of P(up) and the known ceiling"))
+    u = m.get("uncalibrated")
+    if u:
+        cmp_df = pd.DataFrame({"Calibrated (validation-fitted)": [m["accuracy"], m["loss"], m["share_up_pred"],
+                                                                  cal["ece"]],
+                               "Raw softmax": [u["accuracy"], u["loss"], u["share_up_pred"], u["ece"]]},
+                              index=pd.Index(["Accuracy", "Loss", "Share predicted up", "ECE"], name=""))
+        blocks.append(table_block(cmp_df, "The same trained members with and without the calibration "
+                                          "fitted on their validation splits (train.calibration)", digits=4))
+    years = m.get("by_year")
+    if years:
+        yf = pd.DataFrame(years).set_index("year")[["n", "share_up_pred", "share_up_realised", "mean_p_up",
+                                                     "accuracy", "ece"]]
+        yf.index.name = "Year"
+        yf = yf.rename(columns={"n": "N", "share_up_pred": "Predicted up", "share_up_realised": "Realised up",
+                                "mean_p_up": "Mean P(up)", "accuracy": "Accuracy", "ece": "ECE"})
+        blocks.append(table_block(yf, "Share predicted up against realised, by test year", digits=3))
+    names = {f.stem: f for f in e.figures}
+    for stem, caption in CALIBRATION_FIGURES.items():
+        if stem in names:
+            blocks.append(figure_block(names[stem], caption, stem))
+    return blocks
+
+
 def section_portfolios(exp: Experiment, config_ref: str) -> Section:
     sec = Section("portfolios", "Decile portfolios")
     e = exp.evaluation
@@ -448,6 +496,8 @@ def section_portfolios(exp: Experiment, config_ref: str) -> Section:
             "Cumulative H-L return of the CNN: running sum of per-period returns of the long-short "
             "portfolio, out of sample.", "cumulative H-L return"))
     for f in e.figures:
+        if f.stem in CALIBRATION_FIGURES:
+            continue
         sec.blocks.append(figure_block(f, EVAL_FIGURE_CAPTIONS.get(
             f.stem, f"Evaluation figure {f.name} (evaluation stage)."), f.stem))
     return sec
@@ -678,15 +728,13 @@ def section_caveats(exp: Experiment, config_ref: str) -> Section:
     source = exp.panel.meta.source if exp.panel else cfg.panel.source
     items: list[str] = []
     if source == "synthetic":
-        bayes = exp.panel.bayes_accuracy if exp.panel else None
+        bm = exp.evaluation.metrics.get("bayes") if exp.evaluation else None
         b = ""
-        if bayes:
-            key = _bayes_key(exp)
-            if key is not None:
-                what = f"{key}-record return" if key.isdigit() else f"{key}ly period return"
-                b = (f" The Bayes-optimal accuracy for R{cfg.train.horizon} ({what}) on this market is "
-                     f"{bayes[key]:.3f}; no model can exceed it except by chance, so compare the "
-                     "model's accuracy with it.")
+        if bm:
+            b = (f" The Bayes-optimal accuracy of the evaluated test rows and their label "
+                 f"({bm['label']}, {bm['horizon_min']}-{bm['horizon_max']} records ahead) is "
+                 f"{bm['accuracy']:.3f} ± {bm['stderr']:.3f}; no model can exceed it except by chance, "
+                 "so compare the model's accuracy with it.")
         items.append("Synthetic data: every price in this report comes from the embedded synthetic "
                      "market with planted, known predictive effects; the numbers test the pipeline "
                      "and say nothing about real markets." + b)

@@ -42,6 +42,7 @@ from pipeline.io import atomic_path, atomic_write_text, is_done, mark_done, mark
 from pipeline.models.cnn import ChartCNN
 from pipeline.models.registry import create_model, model_spec
 from pipeline.train import ddp
+from pipeline.train.calibration import base_rate_logit, fit_calibration, validation_logits
 from pipeline.train.data import (MemmapImages, SampleIndex, collate_batch, compute_norm, insample_index,
                                  split_member)
 
@@ -198,6 +199,15 @@ def run_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, rt: Runtime
 # One member
 
 
+def init_head_at_base_rate(model: ChartCNN, labels: np.ndarray) -> None:
+    """Output layer: weights 0, biases (0, log-odds of the share of up labels), so the first
+    forward pass predicts the base rate for every image (initial loss = the label entropy)."""
+    lin = model.head[-1]
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.bias.copy_(torch.tensor([0.0, base_rate_logit(labels)], dtype=lin.bias.dtype))
+
+
 def _loader(ds: MemmapImages, sampler, batch: int, workers: int, rt: Runtime) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, collate_fn=collate_batch,
                                        num_workers=workers, pin_memory=rt.device.type == "cuda",
@@ -256,7 +266,10 @@ def train_member(t: TrainConfig, model_name: str, image_dir: Path, index: Sample
     val_loader = _loader(val_ds, val_sampler, max(per_rank_batch, 512), t.num_workers, rt)
 
     torch.manual_seed(seed)  # the member's initialisation
-    model = create_model(model_name).to(rt.device)
+    model = create_model(model_name)
+    if t.head_init == "base_rate":
+        init_head_at_base_rate(model, train_ds.index.labels)
+    model = model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
         # The stem's (C_out, 1, kh, kw) weight is used as a matrix: keep it (and its gradient,
@@ -330,10 +343,52 @@ def train_member(t: TrainConfig, model_name: str, image_dir: Path, index: Sample
 
 
 # --------------------------------------------------------------------------------------------------
+# Calibration
+
+
+CALIBRATION_FILE = "calibration.json"
+
+
+def calibrate_member(t: TrainConfig, model: ChartCNN, image_dir: Path, index: SampleIndex, norm: dict,
+                     member: int, member_dir: Path, rt: Runtime) -> dict:
+    """Fit ``t.calibration`` on member ``member``'s validation split (the same 70/30 split as its
+    training) and write member_dir/calibration.json; reuse the file when it holds the same method
+    for the same trained weights. Returns the calibration dict; method "none" (the paper) is the
+    identity and costs no pass over the validation images."""
+    if t.calibration == "none":
+        return {"method": "none", "scale": 1.0, "shift": 0.0}
+    path = member_dir / CALIBRATION_FILE
+    trained = read_json(marker_path(member_dir)).get("hash")
+    if path.exists():
+        old = read_json(path)
+        if old.get("method") == t.calibration and old.get("trained") == trained:
+            return old
+    _, val_pos = split_member(len(index), t.val_fraction, t.seed + member)
+    val_ds = MemmapImages(image_dir, index.subset(val_pos), norm)
+    loader = _loader(val_ds, list(range(len(val_ds))), max(t.batch_size, 512), 0, rt)
+    d, y = validation_logits(model, loader, rt)
+    cal = {**fit_calibration(d, y, t.calibration), "trained": trained,
+           "fitted_on": f"member {member}'s validation split ({len(y)} in-sample images)"}
+    write_json(path, cal)
+    log.info("member %d: %s calibration (scale %.3f, shift %.3f): validation loss %.4f -> %.4f",
+             member, t.calibration, cal["scale"], cal["shift"], cal["loss_before"], cal["loss_after"])
+    return cal
+
+
+def load_calibration(run_dir: Path, i: int) -> dict:
+    """Member ``i``'s calibration.json (FileNotFoundError naming the stage to run when absent)."""
+    p = Path(run_dir) / f"member_{i}" / CALIBRATION_FILE
+    if not p.exists():
+        raise FileNotFoundError(f"no {CALIBRATION_FILE} in {p.parent}: run `make train` first")
+    return read_json(p)
+
+
+# --------------------------------------------------------------------------------------------------
 # A whole run
 
 
-_NOT_NUMERIC = ("threads", "num_workers", "device", "precision")
+# Settings that do not change a member's weights: calibration is fitted after training.
+_NOT_NUMERIC = ("threads", "num_workers", "device", "precision", "calibration", "run_tag")
 
 
 def image_set_fingerprint(image_set: ImageSet) -> dict:
@@ -382,7 +437,7 @@ def train_run(cfg: Config, model: str | None = None,
     check_model_fits(t.model, image_set)
     fp = image_set_fingerprint(image_set)
     m_hash = member_hash(t, rt, fp)
-    run_hash = section_hash({"member": m_hash, "ensemble": t.ensemble})
+    run_hash = section_hash({"member": m_hash, "ensemble": t.ensemble, "calibration": t.calibration})
     if is_done(run, run_hash, "_TRAIN_DONE"):
         log.info("%s: already trained with these settings, skipping", run)
         return run
@@ -402,6 +457,9 @@ def train_run(cfg: Config, model: str | None = None,
         net, s = train_member(t, t.model, image_set.directory, index, norm, i, run / f"member_{i}", rt,
                               info, settings_hash=section_hash({"member_hash": m_hash, "i": i}),
                               on_epoch_end=hook)
+        if info.is_main:
+            s = {**s, "calibration": calibrate_member(t, net, image_set.directory, index, norm, i,
+                                                      run / f"member_{i}", rt)}
         if on_member_end is not None:
             on_member_end(i, net)
         members.append(s)

@@ -1,0 +1,330 @@
+"""Signal-recovery study (``make study-recovery``): how much of a known signal the CNN recovers.
+
+On the synthetic market, whose Bayes-optimal accuracy is known (docs/synthetic.md), every recipe of
+``recovery.recipes`` (pipeline.train.recipes) is trained at every in-sample pool size of
+``recovery.pool_sizes`` and judged out of sample against the Bayes bound of exactly the evaluated
+rows and label (pipeline.evaluate.bayes). Each trained run fits ``recovery.calibration`` on its
+members' validation splits, so it yields two rows: raw (the recipe alone) and calibrated.
+
+Which variant to use is decided on **validation loss only** (:func:`select_on_validation`): the
+test-period columns are reported for every row, the choice never looks at them.
+
+A driver over the stages, not a copy of them: panel, images, train, predict and evaluate run through
+their library functions, each resumable, into ``data/<name>/runs/<model>_R<h>-<recipe>-p<pool>``
+(``train.run_tag``). Outputs in ``data/<name>/study/``: recovery.csv (one row per run and
+calibration), cells/<tag>.json (per-run wall times), recovery.png (learning curves),
+reliability.png; and the committed summary ``reports/<name>.md`` + ``reports/<name>.csv`` +
+``reports/<name>.png``.
+
+Cells run smallest pool first, recipes in the configured order, and the outputs are rewritten after
+every cell, so a run cut short has every recipe at the small sizes and says which runs are missing.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import paths
+from pipeline.config import Config, ConfigError, save_resolved, split_years
+from pipeline.io import atomic_write_text, read_json, write_figure, write_json
+from pipeline.evaluate.bayes import gain_recovered_se
+from pipeline.train.recipes import apply_recipe
+
+log = logging.getLogger(__name__)
+
+LN2 = math.log(2.0)
+
+
+def cell_tag(recipe: str, pool: int) -> str:
+    return f"{recipe}-p{pool}"
+
+
+def cell_config(cfg: Config, recipe: str, pool: int) -> Config:
+    """The experiment config of one cell: ``cfg`` with the recipe, pool size, run tag and the
+    study's calibration."""
+    c = apply_recipe(cfg, recipe)
+    c.train.max_train_images = int(pool)
+    c.train.run_tag = cell_tag(recipe, pool)
+    c.train.calibration = cfg.recovery.calibration
+    return c
+
+
+def check_study(cfg: Config) -> None:
+    if cfg.panel.source != "synthetic":
+        raise ConfigError("the recovery study needs panel.source: synthetic (a market with a known "
+                          f"Bayes bound); got {cfg.panel.source!r}")
+    if not cfg.recovery.pool_sizes or min(cfg.recovery.pool_sizes) < 10:
+        raise ConfigError(f"'recovery.pool_sizes' must list sizes >= 10, got {cfg.recovery.pool_sizes}")
+    if not cfg.recovery.recipes:
+        raise ConfigError("'recovery.recipes' is empty")
+    for r in cfg.recovery.recipes:
+        apply_recipe(cfg, r)  # unknown names fail before any work
+
+
+def _prepare_inputs(cfg: Config) -> None:
+    from pipeline.images.build import build_image_set
+    from pipeline.images.executor import make_executor
+    from pipeline.panel.build import make_panel
+
+    make_panel(cfg)
+    executor = make_executor(cfg.images)
+    try:
+        build_image_set(cfg, cfg.train.image_set, executor)
+    finally:
+        executor.close()
+
+
+def run_cell(cfg: Config, recipe: str, pool: int, study_dir: Path) -> dict:
+    """Train, predict and evaluate one cell (each stage resumable); returns the cell record
+    {"tag", "recipe", "pool", "seconds": {"train", "predict", "evaluate"}} (seconds of the first
+    completed execution; a resumed or skipped stage keeps the recorded figure)."""
+    from pipeline.evaluate.core import evaluate_run
+    from pipeline.predict.core import predict_run
+    from pipeline.train.loop import train_run
+
+    c = cell_config(cfg, recipe, pool)
+    tag = c.train.run_tag
+    rec_path = study_dir / "cells" / f"{tag}.json"
+    rec = read_json(rec_path) if rec_path.exists() else {"tag": tag, "recipe": recipe, "pool": int(pool),
+                                                         "seconds": {}}
+    for stage, fn in (("train", train_run), ("predict", predict_run), ("evaluate", evaluate_run)):
+        t0 = time.perf_counter()
+        fn(c)
+        dt = time.perf_counter() - t0
+        # A stage that found its work done returns in well under a second: keep the real figure.
+        if stage not in rec["seconds"] or dt > 5.0:
+            rec["seconds"][stage] = round(dt, 1)
+    write_json(rec_path, rec)
+    return rec
+
+
+def cell_rows(cfg: Config, recipe: str, pool: int, rec: dict) -> list[dict]:
+    """Two rows of the study table for one trained cell: raw and calibrated."""
+    c = cell_config(cfg, recipe, pool)
+    run = paths.run_dir(c)
+    m = read_json(paths.eval_dir(c) / "metrics.json")
+    summary = read_json(run / "summary.json")
+    members = summary["members"]
+    cals = [read_json(run / f"member_{i}" / "calibration.json") for i in range(len(members))]
+    bayes = m["bayes"]
+    base = {"recipe": recipe, "pool": int(pool), "n_train": int(summary["n_train"]),
+            "n_val": int(summary["n_val"]), "members": len(members),
+            "best_epoch": float(np.mean([s["best_epoch"] for s in members])),
+            "epochs_run": float(np.mean([s["epochs_run"] for s in members])),
+            "train_s": rec["seconds"].get("train"), "n_test": int(m["n"]),
+            "bayes": bayes["accuracy"], "bayes_se": bayes["stderr"], "bayes_label": bayes["label"],
+            "share_up_realised": m["share_up_realised"], "share_up_bayes": bayes.get("share_up_bayes"),
+            "spearman": m["spearman"],
+            "sharpe_ew": m.get("sharpe_ew")}
+    raw = m["uncalibrated"] or {"loss": m["loss"], "accuracy": m["accuracy"],
+                                "share_up_pred": m["share_up_pred"], "ece": m["calibration"]["ece"]}
+    rows = []
+    for variant, val_loss, met in (
+            ("raw", float(np.mean([s["best_val_loss"] for s in members])), raw),
+            (cals[0]["method"], float(np.mean([cl["loss_after"] for cl in cals])),
+             {"loss": m["loss"], "accuracy": m["accuracy"], "share_up_pred": m["share_up_pred"],
+              "ece": m["calibration"]["ece"]})):
+        acc = met["accuracy"]
+        rows.append({**base, "variant": f"{recipe}" + ("" if variant == "raw" else f"+{variant}"),
+                     "calibration": "none" if variant == "raw" else variant,
+                     "val_loss": val_loss, "test_accuracy": acc, "test_loss": met["loss"],
+                     "gain_recovered": (acc - 0.5) / (bayes["accuracy"] - 0.5),
+                     "gain_se": gain_recovered_se(acc, m.get("accuracy_se", float("nan")), bayes["accuracy"],
+                                                  bayes["stderr"]),
+                     "share_up_pred": met["share_up_pred"], "ece": met["ece"],
+                     "up_gap_pp": 100 * (met["share_up_pred"] - m["share_up_realised"])})
+    return rows
+
+
+def select_on_validation(table: pd.DataFrame) -> pd.Series:
+    """Per pool size, True on the row with the lowest validation loss (ties: first row). Uses
+    only the ``val_loss`` column: nothing from the test period enters the choice."""
+    return pd.Series(table.index.isin(table.groupby("pool")["val_loss"].idxmin()), index=table.index)
+
+
+def run_study(cfg: Config, report_dir: Path | None = None) -> pd.DataFrame:
+    """Run every cell (resumable) and write the study's table, figures and report."""
+    check_study(cfg)
+    study_dir = cfg.experiment_dir / "study"
+    t0 = time.perf_counter()
+    _prepare_inputs(cfg)
+    rows = []
+    pools = sorted(set(int(p) for p in cfg.recovery.pool_sizes))
+    for pool in pools:
+        for recipe in cfg.recovery.recipes:
+            log.info("recovery study: recipe %s, pool %d", recipe, pool)
+            rec = run_cell(cfg, recipe, pool, study_dir)
+            rows.extend(cell_rows(cfg, recipe, pool, rec))
+            # Written after every cell, so a study cut short still has its finished rows.
+            table = pd.DataFrame(rows)
+            table["chosen_on_validation"] = select_on_validation(table)
+            done = len(rows) == 2 * len(pools) * len(cfg.recovery.recipes)
+            write_outputs(cfg, table, study_dir, report_dir or Path(cfg.reports_dir),
+                          time.perf_counter() - t0, complete=done)
+    return table
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs
+
+
+def learning_curves(table: pd.DataFrame, axes=None):  # noqa: ANN001, ANN201
+    """Three panels against training images (log scale), one line per variant: fraction of the
+    Bayes accuracy gain recovered, test loss - ln 2, share predicted up - realised (pp).
+    Returns the array of Axes."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for v, g in table.groupby("variant", sort=False):
+        g = g.sort_values("n_train")
+        style = "--" if (g["calibration"] == "none").all() else "-"
+        axes[0].plot(g["n_train"], 100 * g["gain_recovered"], style, marker="o", label=v)
+        axes[1].plot(g["n_train"], g["test_loss"] - LN2, style, marker="o", label=v)
+        axes[2].plot(g["n_train"], g["up_gap_pp"], style, marker="o", label=v)
+    for ax, ylab, ref in ((axes[0], "% of the Bayes accuracy gain recovered", 100),
+                          (axes[1], "test loss − ln 2 (nats; < 0 beats a coin)", 0),
+                          (axes[2], "predicted up − realised up (pp)", 0)):
+        ax.set_xscale("log")
+        ax.axhline(ref, color="0.5", lw=0.8, ls=":")
+        ax.set_xlabel("training images")
+        ax.set_ylabel(ylab)
+    axes[0].axhline(0, color="0.5", lw=0.8)
+    axes[0].legend(frameon=False, fontsize=8)
+    axes[0].set_title("Accuracy vs the Bayes bound")
+    axes[1].set_title("Out-of-sample loss")
+    axes[2].set_title("Share predicted up")
+    return axes
+
+
+def _fmt(x, digits: int = 3) -> str:  # noqa: ANN001
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    cols = [("variant", "variant", None), ("n_train", "train images", None),
+            ("best_epoch", "best epoch", 1), ("val_loss", "val loss", 4),
+            ("test_accuracy", "test acc.", 4), ("bayes", "Bayes", 4),
+            ("gain_recovered", "gain recovered", 2), ("test_loss", "test loss", 4),
+            ("share_up_pred", "pred. up", 3), ("share_up_bayes", "Bayes up", 3),
+            ("share_up_realised", "real. up", 3), ("ece", "ECE", 4),
+            ("spearman", "Spearman", 3), ("sharpe_ew", "EW H−L SR", 2),
+            ("chosen_on_validation", "chosen (val)", None)]
+    head = "| " + " | ".join(c[1] for c in cols) + " |"
+    sep = "|" + "|".join("---" if c[2] is None and c[0] == "variant" else "---:" for c in cols) + "|"
+    lines = [head, sep]
+    for _, r in table.iterrows():
+        cells = []
+        for key, _, d in cols:
+            v = r[key]
+            if key == "chosen_on_validation":
+                cells.append("**yes**" if v else "")
+            elif key == "gain_recovered":
+                se = r["gain_se"]
+                cells.append(f"{100 * v:.0f}%" + (f" ± {100 * se:.0f}" if se is not None and math.isfinite(se) else ""))
+            elif d is None:
+                cells.append(f"{int(v):,}" if isinstance(v, (int, np.integer)) else str(v))
+            else:
+                cells.append(_fmt(float(v) if v is not None else None, d))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(cfg: Config, table: pd.DataFrame, study_dir: Path, report_dir: Path, wall: float,
+                  complete: bool = True) -> None:
+    from pipeline.evaluate import plots
+
+    study_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(study_dir / "recovery.csv", table.to_csv(index=False))
+    axes = learning_curves(table)
+    fig = axes[0].figure
+    fig.suptitle(f"Signal recovery on the synthetic market ({cfg.train.model}/R{cfg.train.horizon}, "
+                 f"label {table['bayes_label'].iat[0]}): dashed = raw, solid = calibrated", fontsize=10)
+    fig.tight_layout()
+    write_figure(study_dir / "recovery.png", fig)
+    save_resolved(cfg, study_dir)
+    (i0, i1), (t0, t1) = split_years(cfg.train)
+    largest = table[table["pool"] == table["pool"].max()]
+    lines = [
+        f"# Signal recovery on the synthetic market: {cfg.train.model}/R{cfg.train.horizon}",
+        "",
+        "Command (resumable; every stage skips finished work):",
+        "",
+        "```bash",
+        f"make study-recovery CONFIG={cfg.name}",
+        "```",
+        "",
+        f"Settings: `pipeline/configs/{cfg.name}.yaml`; resolved config in `data/{cfg.name}/study/config.yaml`. "
+        f"Synthetic market: {cfg.synthetic.n_stocks} stocks, {cfg.synthetic.start}..{cfg.synthetic.end}, "
+        f"seed {cfg.synthetic.seed}, signal strength {cfg.synthetic.signal_strength:g}. Image set "
+        f"{cfg.train.image_set}, label `{table['bayes_label'].iat[0]}` ({cfg.train.label_return} returns). "
+        f"In-sample {i0}–{i1} (each member: {1 - cfg.train.val_fraction:.0%} train / "
+        f"{cfg.train.val_fraction:.0%} validation of the pool), test {t0}–{t1}. "
+        f"{cfg.train.ensemble} member(s) per run, at most {cfg.train.epochs} epochs, patience "
+        f"{cfg.train.patience}, batch {cfg.train.batch_size}. Pool sizes {sorted(set(cfg.recovery.pool_sizes))}; "
+        f"recipes {cfg.recovery.recipes} (`pipeline/train/recipes.py`), each reported raw and with "
+        f"`{cfg.recovery.calibration}` calibration fitted on the validation split. "
+        f"Wall time of this invocation: {wall / 60:.1f} min (per-run stage times in "
+        f"`data/{cfg.name}/study/cells/`).",
+        "",
+        *([] if complete else [f"**Partial:** {len(table) // 2} of "
+                               f"{len(set(cfg.recovery.pool_sizes)) * len(cfg.recovery.recipes)} runs "
+                               "(recipe × pool) are finished; the missing ones are "
+                               + ", ".join(f"{r} at pool {p:,}" for p in sorted(set(cfg.recovery.pool_sizes))
+                                           for r in cfg.recovery.recipes
+                                           if not ((table['recipe'] == r) & (table['pool'] == p)).any())
+                               + ". Rerun the command to resume.", ""]),
+        "Bayes = the Bayes-optimal accuracy of exactly the evaluated test rows and label "
+        "(`pipeline.evaluate.bayes`); gain recovered = (accuracy − 0.5) / (Bayes − 0.5), ± its standard "
+        "error (test dates as clusters, plus the bound's; the same standard error applies to the "
+        "raw and the calibrated row of a run). "
+        "'chosen (val)' marks, per pool size, the variant with the lowest validation loss: the "
+        "choice uses no test-period number.",
+        "",
+        markdown_table(table),
+        "",
+        f"![learning curves]({cfg.name}.png)",
+        "",
+        f"![reliability at the largest pool]({cfg.name}_reliability.png)",
+        "",
+    ]
+    report_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(report_dir / f"{cfg.name}.md", "\n".join(lines))
+    atomic_write_text(report_dir / f"{cfg.name}.csv", table.to_csv(index=False))
+    shutil.copyfile(study_dir / "recovery.png", report_dir / f"{cfg.name}.png")
+    # Reliability diagrams of the largest pool (calibrated P(up) of every recipe's run).
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    for recipe in largest["recipe"].unique():
+        c = cell_config(cfg, recipe, int(largest["pool"].iat[0]))
+        m = read_json(paths.eval_dir(c) / "metrics.json")
+        for name, bins in ((f"{recipe}+{cfg.recovery.calibration}", m["calibration"]["bins"]),
+                           (f"{recipe} raw", (m["uncalibrated"] or {}).get("bins"))):
+            if bins:
+                plots.reliability_diagram(pd.DataFrame(bins), ax=ax, label=name)
+    ax.set_title(f"Reliability at {int(largest['n_train'].iat[0]):,} training images")
+    write_figure(study_dir / "reliability.png", fig)
+    shutil.copyfile(study_dir / "reliability.png", report_dir / f"{cfg.name}_reliability.png")
+    log.info("recovery study: %d rows -> %s, %s", len(table), study_dir, report_dir / f"{cfg.name}.md")
+
+
+def main() -> None:
+    from pipeline.cli import run_stage
+
+    run_stage("Signal-recovery study on the synthetic market: recipes x training-set sizes "
+              "against the Bayes bound.", lambda cfg, args: run_study(cfg))
+
+
+if __name__ == "__main__":
+    main()
