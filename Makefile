@@ -13,7 +13,7 @@ STAGE = $(PY) -m pipeline.$(1) --config $(CONFIG) $(OVERRIDES)
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test panel images train predict evaluate gradcam ablations ablations-table report \
-        study-recovery replicate summary bench-panel bench-render bench-train bench-precision clean-demo
+        study-recovery study-recovery-table replicate summary bench-panel bench-render bench-train bench-precision clean-demo
 
 help: ## list the targets
 	@echo "Stages (CONFIG=$(CONFIG); CONFIG=stooq_i20r20 for the shared real panel):"
@@ -62,8 +62,13 @@ ablations-table: $(STAMP) ## Table 18 from the variants finished so far (runs no
 report: $(STAMP) ## all artifacts -> one HTML and one PDF report in reports/<name>/
 	$(call STAGE,report)
 
+STUDY_CONFIG = $(if $(filter demo,$(CONFIG)),recovery,$(CONFIG))
+
 study-recovery: $(STAMP) ## signal-recovery study: recipes x training sizes vs the Bayes bound (CONFIG=recovery)
-	$(PY) -m pipeline.studies.recovery --config $(if $(filter demo,$(CONFIG)),recovery,$(CONFIG)) $(OVERRIDES)
+	$(PY) -m pipeline.studies.recovery --config $(STUDY_CONFIG) $(OVERRIDES)
+
+study-recovery-table: $(STAMP) ## the recovery study's table and figures from the runs finished so far
+	$(PY) -m pipeline.studies.recovery --config $(STUDY_CONFIG) $(OVERRIDES) --table-only
 
 replicate: $(STAMP) ## a real-data run on ../shared/data: panel..evaluate, report, summary (CONFIG=stooq_i20r20 by default)
 	$(MAKE) --no-print-directory panel images train predict evaluate report summary CONFIG=$(if $(filter demo,$(CONFIG)),stooq_i20r20,$(CONFIG)) SET="$(SET)"

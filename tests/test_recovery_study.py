@@ -56,3 +56,9 @@ def test_a_tiny_study_end_to_end(tmp_path):
     # Resumable: a second run trains nothing and gives the same table.
     again = run_study(cfg)
     pd.testing.assert_frame_equal(table.drop(columns=["train_s"]), again.drop(columns=["train_s"]))
+    # Table only, with a pool size not run yet: the finished rows, and the missing run named.
+    bigger = _cfg(tmp_path, **{"recovery.pool_sizes": "[300, 600, 900]"})
+    part = run_study(bigger, table_only=True)
+    assert len(part) == 8 and not (tmp_path / "data" / "rec" / "runs" / "I20_R20-fast-p900").exists()
+    md = (tmp_path / "reports" / "rec.md").read_text()
+    assert "**Partial:** 4 of 6 runs" in md and "fast at pool 900, paper at pool 900" in md

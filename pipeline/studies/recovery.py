@@ -82,10 +82,17 @@ def _prepare_inputs(cfg: Config) -> None:
         executor.close()
 
 
-def run_cell(cfg: Config, recipe: str, pool: int, study_dir: Path) -> dict:
-    """Train, predict and evaluate one cell (each stage resumable); returns the cell record
-    {"tag", "recipe", "pool", "seconds": {"train", "predict", "evaluate"}} (seconds of the first
-    completed execution; a resumed or skipped stage keeps the recorded figure)."""
+def cell_predicted(cfg: Config, recipe: str, pool: int) -> bool:
+    """True when the cell's run has finished training and prediction."""
+    run = paths.run_dir(cell_config(cfg, recipe, pool))
+    return (run / "_TRAIN_DONE.json").exists() and (run / "_PREDICT_DONE.json").exists()
+
+
+def run_cell(cfg: Config, recipe: str, pool: int, study_dir: Path, evaluate_only: bool = False) -> dict:
+    """Train, predict and evaluate one cell (each stage resumable; ``evaluate_only``: only the
+    evaluation, of a cell already predicted); returns the cell record {"tag", "recipe", "pool",
+    "seconds": {"train", "predict", "evaluate"}} (seconds of the first completed execution; a
+    resumed or skipped stage keeps the recorded figure)."""
     from pipeline.evaluate.core import evaluate_run
     from pipeline.predict.core import predict_run
     from pipeline.train.loop import train_run
@@ -95,7 +102,8 @@ def run_cell(cfg: Config, recipe: str, pool: int, study_dir: Path) -> dict:
     rec_path = study_dir / "cells" / f"{tag}.json"
     rec = read_json(rec_path) if rec_path.exists() else {"tag": tag, "recipe": recipe, "pool": int(pool),
                                                          "seconds": {}}
-    for stage, fn in (("train", train_run), ("predict", predict_run), ("evaluate", evaluate_run)):
+    stages = (("train", train_run), ("predict", predict_run), ("evaluate", evaluate_run))
+    for stage, fn in stages[2:] if evaluate_only else stages:
         t0 = time.perf_counter()
         fn(c)
         dt = time.perf_counter() - t0
@@ -150,18 +158,25 @@ def select_on_validation(table: pd.DataFrame) -> pd.Series:
     return pd.Series(table.index.isin(table.groupby("pool")["val_loss"].idxmin()), index=table.index)
 
 
-def run_study(cfg: Config, report_dir: Path | None = None) -> pd.DataFrame:
-    """Run every cell (resumable) and write the study's table, figures and report."""
+def run_study(cfg: Config, report_dir: Path | None = None, table_only: bool = False) -> pd.DataFrame:
+    """Run every cell (resumable) and write the study's table, figures and report.
+
+    table_only: train and predict nothing; (re-)evaluate the cells already predicted and write the
+    outputs from them (the missing cells are listed as such)."""
     check_study(cfg)
     study_dir = cfg.experiment_dir / "study"
     t0 = time.perf_counter()
-    _prepare_inputs(cfg)
+    if not table_only:
+        _prepare_inputs(cfg)
     rows = []
     pools = sorted(set(int(p) for p in cfg.recovery.pool_sizes))
     for pool in pools:
         for recipe in cfg.recovery.recipes:
+            if table_only and not cell_predicted(cfg, recipe, pool):
+                log.info("recovery study: recipe %s, pool %d not predicted yet, left out", recipe, pool)
+                continue
             log.info("recovery study: recipe %s, pool %d", recipe, pool)
-            rec = run_cell(cfg, recipe, pool, study_dir)
+            rec = run_cell(cfg, recipe, pool, study_dir, evaluate_only=table_only)
             rows.extend(cell_rows(cfg, recipe, pool, rec))
             # Written after every cell, so a study cut short still has its finished rows.
             table = pd.DataFrame(rows)
@@ -177,20 +192,24 @@ def run_study(cfg: Config, report_dir: Path | None = None) -> pd.DataFrame:
 
 
 def learning_curves(table: pd.DataFrame, axes=None):  # noqa: ANN001, ANN201
-    """Three panels against training images (log scale), one line per variant: fraction of the
-    Bayes accuracy gain recovered, test loss - ln 2, share predicted up - realised (pp).
-    Returns the array of Axes."""
+    """Three panels against training images (log scale), one line per variant (colour = recipe,
+    dashed/open = raw, solid/filled = calibrated): fraction of the Bayes accuracy gain recovered
+    (±2 standard errors), test loss - ln 2, share predicted up - realised (pp). Returns the Axes."""
     import matplotlib.pyplot as plt
 
     if axes is None:
         _, axes = plt.subplots(1, 3, figsize=(13, 4))
+    colours = {r: f"C{i}" for i, r in enumerate(dict.fromkeys(table["recipe"]))}
     for v, g in table.groupby("variant", sort=False):
         g = g.sort_values("n_train")
-        style = "--" if (g["calibration"] == "none").all() else "-"
-        axes[0].plot(g["n_train"], 100 * g["gain_recovered"], style, marker="o", label=v)
-        axes[1].plot(g["n_train"], g["test_loss"] - LN2, style, marker="o", label=v)
-        axes[2].plot(g["n_train"], g["up_gap_pp"], style, marker="o", label=v)
-    for ax, ylab, ref in ((axes[0], "% of the Bayes accuracy gain recovered", 100),
+        raw = (g["calibration"] == "none").all()
+        kw = {"ls": "--" if raw else "-", "marker": "o" if raw else "s", "color": colours[g["recipe"].iat[0]],
+              "label": v, "mfc": "white" if raw else None}
+        axes[0].errorbar(g["n_train"], 100 * g["gain_recovered"], yerr=200 * g["gain_se"].astype(float),
+                         capsize=2, **kw)
+        axes[1].plot(g["n_train"], g["test_loss"] - LN2, **kw)
+        axes[2].plot(g["n_train"], g["up_gap_pp"], **kw)
+    for ax, ylab, ref in ((axes[0], "% of the Bayes accuracy gain recovered (±2 s.e.)", 100),
                           (axes[1], "test loss − ln 2 (nats; < 0 beats a coin)", 0),
                           (axes[2], "predicted up − realised up (pp)", 0)):
         ax.set_xscale("log")
@@ -322,8 +341,14 @@ def write_outputs(cfg: Config, table: pd.DataFrame, study_dir: Path, report_dir:
 def main() -> None:
     from pipeline.cli import run_stage
 
+    def extra(p) -> None:  # noqa: ANN001
+        p.add_argument("--table-only", action="store_true",
+                       help="train and predict nothing: evaluate the cells already predicted and "
+                            "write the table, figures and report from them")
+
     run_stage("Signal-recovery study on the synthetic market: recipes x training-set sizes "
-              "against the Bayes bound.", lambda cfg, args: run_study(cfg))
+              "against the Bayes bound.", lambda cfg, args: run_study(cfg, table_only=args.table_only),
+              extra=extra)
 
 
 if __name__ == "__main__":
