@@ -1,4 +1,4 @@
-"""A committed summary of one evaluated run: ``reports/<config>.md`` + ``reports/<config>.metrics.json``.
+"""A committed summary of one evaluated run: ``reports/<config>[-<run_tag>].md`` + ``.metrics.json``.
 
     run_summary(cfg) -> dict              metrics.json + what was trained and how long it took
     write_run_summary(cfg, command) -> (markdown path, json path)
@@ -114,6 +114,18 @@ def summary_markdown(s: dict, command: str, eval_dir: Path) -> str:
         f"{_f(m['spearman'])} | {_f(m['pearson'])} |",
         "",
     ]
+    b = m.get("bayes")
+    if b:
+        lines += [f"Bayes-optimal accuracy of exactly these test rows and label ({b['label']}, "
+                  f"{b['horizon_min']}–{b['horizon_max']} records ahead): {b['accuracy']:.4f} ± {b['stderr']:.4f}; "
+                  f"gain recovered (accuracy − 0.5) / (Bayes − 0.5) = {b['gain_recovered']:.1%} ± "
+                  f"{b['gain_recovered_se']:.1%} (test dates as clusters); the Bayes rule calls "
+                  f"{b['share_up_bayes']:.1%} of these rows up.", ""]
+    u = m.get("uncalibrated")
+    if u:
+        lines += [f"Without the validation-fitted calibration (the same members' raw softmax): accuracy "
+                  f"{u['accuracy']:.4f}, loss {u['loss']:.4f}, share predicted up {u['share_up_pred']:.3f}, "
+                  f"ECE {u['ece']:.4f}.", ""]
     paper = m.get("paper") or {}
     if paper:
         lines += ["Paper: " + ", ".join(f"{k} {v}" for k, v in paper.items() if v is not None) + ".", ""]
@@ -137,11 +149,12 @@ def summary_markdown(s: dict, command: str, eval_dir: Path) -> str:
 
 
 def write_run_summary(cfg: Config, command: str, out_dir: Path | None = None) -> tuple[Path, Path]:
-    """Write ``<reports_dir>/<config>.md`` and ``<config>.metrics.json``; returns both paths."""
+    """Write ``<reports_dir>/<config>[-<run_tag>].md`` and ``.metrics.json``; returns both paths."""
     s = run_summary(cfg)
     out = Path(out_dir or cfg.reports_dir)
-    md = out / f"{cfg.name}.md"
-    js = out / f"{cfg.name}.metrics.json"
+    stem = cfg.name + (f"-{cfg.train.run_tag}" if cfg.train.run_tag else "")
+    md = out / f"{stem}.md"
+    js = out / f"{stem}.metrics.json"
     s["command"] = command
     atomic_write_text(md, summary_markdown(s, command, paths.eval_dir(cfg)))
     write_json(js, s)
