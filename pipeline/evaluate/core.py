@@ -429,8 +429,7 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
     write_figure(fdir / "cumulative_hl.png", plots.cumulative_hl(
         evals["CNN"].returns, proxy, f"CNN {label}: cumulative H-L return", weights))
     write_figure(fdir / "reliability.png", plots.reliability_diagram(
-        calibration.reliability_table(df["p_up"].to_numpy(), df["ret"].to_numpy()),
-        label=f"CNN {label}").figure)
+        pd.DataFrame(calib["bins"]), label=f"CNN {label}").figure)
     write_figure(fdir / "share_up_by_year.png", plots.share_up_by_year(years_tab).figure)
     write_figure(fdir / "p_up_hist.png", plots.p_up_histogram(
         df["p_up"].to_numpy(), f"CNN {label}: out-of-sample P(up), n = {len(df):,}"))

@@ -21,7 +21,7 @@ import pandas as pd
 
 from pipeline import paths
 from pipeline.config import Config, split_years
-from pipeline.evaluate.conventions import weighting_short
+from pipeline.evaluate.conventions import periods_per_year, weighting_short
 from pipeline.io import atomic_write_text, marker_path, read_json, write_json
 
 
@@ -72,11 +72,9 @@ def _vs_table(metrics: dict, proxy: bool) -> list[str]:
         return []
     lines = ["| benchmark | weighting | benchmark H−L SR | CNN H−L SR | SR diff t | corr(H−L) | "
              "CNN alpha (ann.) | alpha NW t | beta | R² |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    years = None
     for w, block in vs.items():
         cnn_sr = metrics["strategies"]["CNN"].get(f"{w}_sr")
         n = metrics["strategies"]["CNN"].get(f"{w}_n_periods") or 0
-        from pipeline.evaluate.conventions import periods_per_year
         years = n / periods_per_year(metrics["frequency"])
         for b, r in block["benchmarks"].items():
             best = " (best)" if b == block["best"] else ""
