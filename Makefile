@@ -85,6 +85,9 @@ bench-render: $(STAMP) ## images/s for I5/I20/I60 drawing, and the whole monthly
 bench-train: $(STAMP) ## training/inference images/s, FLOPs per image, fraction of measured peak
 	$(PY) -m benchmarks.bench_train
 
+bench-stage: $(STAMP) ## the real train/predict stages beside the bench-train kernels: images/s, ratios, load
+	$(PY) -m benchmarks.bench_stage $(BENCH_ARGS)
+
 bench-precision: $(STAMP) ## fp32 vs bf16 best validation loss on the same splits (after make train)
 	$(PY) -m benchmarks.bench_precision --config $(CONFIG) $(OVERRIDES) $(BENCH_ARGS)
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from pipeline.config import Config, ConfigError, load_config
+from pipeline.io import FolderBusyError
 
 log = logging.getLogger("pipeline")
 
@@ -48,7 +49,7 @@ def run_stage(description: str, body: Callable[[Config, argparse.Namespace], obj
     cfg, args = parse_args(description, argv, extra)
     try:
         body(cfg, args)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, FolderBusyError) as e:
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)

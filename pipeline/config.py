@@ -125,8 +125,17 @@ class TrainConfig:
     max_train_images: int | None = None  # subsample the in-sample pool (demo and CPU presets)
     precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 where the hardware supports it)
     device: str = "auto"  # auto | cpu | cuda
-    threads: int | None = None
+    threads: int | None = None  # torch threads per process (None: the cores shared by the processes)
     num_workers: int = 0
+    # Members trained (and predicted) at once in separate processes (pipeline.procs): None = one
+    # per core on the CPU and one per GPU on CUDA, at most the members left; 1 = one after another.
+    # The same member seeds and splits either way; under torchrun members run one after another.
+    parallel_members: int | None = None
+
+
+# TrainConfig fields that say how the work is laid out on the machine, not what it computes: they
+# enter no settings hash (a run resumed with other threads or processes reuses what is finished).
+PROCESS_SETTINGS = ("threads", "num_workers", "parallel_members")
 
 
 @dataclass
@@ -355,6 +364,10 @@ def validate(cfg: Config) -> None:
     tag = cfg.train.run_tag
     if tag and not all(ch.isalnum() or ch in "-_." for ch in tag):
         raise ConfigError(f"'train.run_tag' is {tag!r}: use letters, digits, '-', '_' or '.' only")
+    for key in ("threads", "parallel_members"):
+        v = getattr(cfg.train, key)
+        if v is not None and v < 1:
+            raise ConfigError(f"'train.{key}' is {v}; use a positive number or leave it unset")
     if cfg.train.split == "custom" and not (cfg.train.insample_years and cfg.train.test_years):
         raise ConfigError("train.split: custom needs train.insample_years and train.test_years")
     for w in cfg.evaluate.weights:

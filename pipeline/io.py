@@ -116,3 +116,37 @@ def is_done(directory: str | Path, settings_hash: str, name: str = "_DONE") -> b
 
 def mark_done(directory: str | Path, settings_hash: str, name: str = "_DONE", **info: Any) -> None:
     write_json(marker_path(directory, name), {"hash": settings_hash, **info})
+
+
+# --------------------------------------------------------------------------------------------------
+# One writer per artifact folder
+
+
+class FolderBusyError(RuntimeError):
+    """Another process holds the folder's lock (two stages writing one artifact folder at once)."""
+
+
+@contextlib.contextmanager
+def folder_lock(directory: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (its ``.lock`` file) for the block, or raise
+    FolderBusyError at once naming the folder and the process that holds it. ``what`` names the
+    work (e.g. "train") for the message. The lock is the kernel's (flock): it ends with the
+    process, so a killed stage never leaves a stale lock behind."""
+    import fcntl
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise FolderBusyError(f"{directory} is in use by {holder}: wait for it to finish "
+                                  f"(or stop it) before running {what} there") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({what})".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

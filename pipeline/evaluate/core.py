@@ -25,6 +25,7 @@ follows the horizon (R5 weekly, R20 monthly, R60 quarterly).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import paths
-from pipeline.config import Config, save_resolved, section_hash
+from pipeline.config import PROCESS_SETTINGS, Config, save_resolved, section_hash
 from pipeline.evaluate import calibration, plots, tables
 from pipeline.evaluate.bayes import bayes_bound, gain_recovered, gain_recovered_se
 from pipeline.evaluate.calibration import calibration_summary
@@ -180,7 +181,8 @@ def top_n_annual_june(df: pd.DataFrame, panel: pd.DataFrame, n: int = TOP_N,
 def _settings_hash(cfg: Config, pred_path: Path, panel_dir: Path) -> str:
     st = pred_path.stat()
     meta = read_json(panel_dir / "meta.json")
-    return section_hash(cfg.evaluate, cfg.train, {"predictions": [st.st_size, st.st_mtime_ns],
+    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in PROCESS_SETTINGS}
+    return section_hash(cfg.evaluate, train, {"predictions": [st.st_size, st.st_mtime_ns],
                                                   "panel": meta, "synthetic": cfg.synthetic, "version": 4})
 
 

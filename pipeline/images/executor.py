@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol
 
 from tqdm import tqdm
+
+from pipeline.procs import die_with_parent, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +30,11 @@ class Executor(Protocol):
         ...
 
 
-def _default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
-
-
 class LocalExecutor:
     """Processes on this machine; ``workers=1`` runs in-process (no pickling, easy debugging)."""
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = int(workers) if workers else _default_workers()
+        self.workers = int(workers) if workers else usable_cores()
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
 
@@ -53,7 +47,8 @@ class LocalExecutor:
         ctx = multiprocessing.get_context("forkserver")
         # Import the heavy modules once in the server instead of once per worker.
         ctx.set_forkserver_preload(["numpy", "pandas", "pyarrow.parquet", "pipeline.images.build"])
-        with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=ctx,
+                                 initializer=die_with_parent) as pool:
             futures = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
             for fut in tqdm(as_completed(futures), total=len(tasks), desc=desc, unit="task"):
                 results[futures[fut]] = fut.result()
@@ -83,7 +78,7 @@ class DaskExecutor:
         if scheduler:
             self.client = Client(scheduler)
         else:
-            n = int(workers) if workers else _default_workers()
+            n = int(workers) if workers else usable_cores()
             self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                          dashboard_address=None)
             self.client = Client(self._cluster)

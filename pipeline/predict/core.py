@@ -19,13 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
 from pipeline import paths
 from pipeline.config import Config, section_hash
 from pipeline.images.store import RETURN_COLUMNS, ImageSet, label_suffix
-from pipeline.io import is_done, mark_done, marker_path, read_json, write_npy, write_parquet
+from pipeline.io import atomic_path, folder_lock, is_done, mark_done, marker_path, read_json, write_npy
+from pipeline.procs import plan_workers, run_jobs, threads_per_worker
 from pipeline.models.cnn import ChartCNN, fuse_for_inference
 from pipeline.train import ddp
 from pipeline.train.data import norm_for_year, normalise, oos_years
@@ -96,10 +99,66 @@ def member_part_key(trained: str, year: int, count: int, precision: str) -> str:
     return section_hash({"member": trained, "year": year, "count": count, "precision": precision})
 
 
+def _part_paths(run: Path, i: int, year: int) -> tuple[Path, Path, str]:
+    """Member ``i``'s year-``year`` part: (array path, its folder, its marker name)."""
+    parts_dir = run / "predict_parts"
+    return parts_dir / f"m{i}_{year}.npy", parts_dir, f"_DONE_m{i}_{year}"
+
+
+def _part_done(run: Path, i: int, year: int, key: str) -> bool:
+    path, folder, name = _part_paths(run, i, year)
+    return path.exists() and is_done(folder, key, name)
+
+
+def predict_parts(rc: Config, members: list[int], rt: Runtime) -> list[int]:
+    """Write ``predict_parts/m{i}_{year}.npy`` (float64 (N,), label-table order, raw softmax P(up))
+    for members ``members`` of rc's run and every test year not already done; each year's images
+    are read once (batch-wise from the memory map) for all the members that need them. Returns the
+    members that predicted anything."""
+    t = rc.train
+    run = paths.run_dir(rc)
+    image_set = ImageSet(paths.images_dir(rc, t.image_set))
+    norm = load_norm(run)
+    trained = {i: read_json(marker_path(run / f"member_{i}"))["hash"] for i in members}
+    models: dict[int, ChartCNN] = {}
+    busy: set[int] = set()
+    for y in tqdm(oos_years(rc, image_set), desc=f"predict m{members}", mininterval=5.0):
+        keys = {i: member_part_key(trained[i], y, image_set.count(y), rt.precision) for i in members}
+        todo = [i for i in members if not _part_done(run, i, y, keys[i])]
+        if not todo:
+            continue
+        imgs = image_set.images(y)
+        n_labels = image_set.count(y)
+        if n_labels != len(imgs):
+            raise ValueError(f"{image_set.directory}: year {y} has {len(imgs)} images but "
+                             f"{n_labels} label rows")
+        for i in todo:
+            if i not in models:
+                models[i] = load_member(run, i)
+        mean, std = norm_for_year(norm, y)
+        probs = predict_proba([models[i] for i in todo], imgs, mean, std, rt,
+                              rc.evaluate.predict_batch_size, desc=f"{y} m{todo}")
+        for j, i in enumerate(todo):
+            path, folder, name = _part_paths(run, i, y)
+            write_npy(path, probs[:, j])
+            mark_done(folder, keys[i], name)
+        busy.update(todo)
+    return sorted(busy)
+
+
+def _predict_job(rc: Config, members: list[int]) -> list[int]:
+    """Members ``members`` in a worker process (pipeline.procs); on CUDA on GPU members[0] modulo
+    the GPUs visible."""
+    rt = resolve_runtime(rc.train, ddp.resolve_device(rc.train.device, local_rank=members[0]))
+    return predict_parts(rc, members, rt)
+
+
 def predict_run(cfg: Config, model: str | None = None) -> Path:
     """Write run_dir/predictions.parquet for every test-year image; resumable per member and year
-    (``predict_parts/m{i}_{year}.npy``, float64 (N,) in label-table order), skipped when done for
-    the same trained run. Returns the predictions path."""
+    (:func:`predict_parts`), skipped when done for the same trained run. Members predict in
+    ``train.parallel_members`` processes when more than one has work left. The table is written
+    year by year, so a test set of millions of images never sits in memory at once. Returns the
+    predictions path."""
     rc = run_config(cfg, model)
     t = rc.train
     run = paths.run_dir(rc)
@@ -117,47 +176,58 @@ def predict_run(cfg: Config, model: str | None = None) -> Path:
         log.info("%s: predictions up to date, skipping", out)
         return out
     t_start = time.perf_counter()  # wall time of this invocation (parts done earlier are reused)
-    if rt.device.type == "cpu":
-        set_threads(t)
-    norm = load_norm(run)
     k = t.ensemble
-    suffix = label_suffix(t.horizon, t.label_return)
-    parts_dir = run / "predict_parts"
-    trained = [read_json(marker_path(run / f"member_{i}"))["hash"] for i in range(k)]
-    calibrations = [load_calibration(run, i) for i in range(k)] if t.calibration != "none" else None
-    models: dict[int, ChartCNN] = {}
-    frames = []
-    for y in tqdm(years, desc="predict years", mininterval=5.0):
-        labels = image_set.labels(y)
-        keys = [member_part_key(trained[i], y, image_set.count(y), rt.precision) for i in range(k)]
-        parts = [parts_dir / f"m{i}_{y}.npy" for i in range(k)]
-        todo = [i for i in range(k) if not (is_done(parts_dir, keys[i], f"_DONE_m{i}_{y}")
-                                            and parts[i].exists())]
-        if todo:
-            imgs = image_set.images(y)
-            if len(labels) != len(imgs):
-                raise ValueError(f"{image_set.directory}: year {y} has {len(imgs)} images but "
-                                 f"{len(labels)} label rows")
-            for i in todo:
-                if i not in models:
-                    models[i] = load_member(run, i)
-            mean, std = norm_for_year(norm, y)
-            probs = predict_proba([models[i] for i in todo], imgs, mean, std, rt,
-                                  rc.evaluate.predict_batch_size, desc=f"{y} m{todo}")
-            for j, i in enumerate(todo):
-                write_npy(parts[i], probs[:, j])
-                mark_done(parts_dir, keys[i], f"_DONE_m{i}_{y}")
-        columns = [np.load(p) for p in parts]
-        for p, c in zip(parts, columns):
-            if c.shape != (len(labels),):
-                raise ValueError(f"{p}: {c.shape} predictions per member but {len(labels)} label "
-                                 f"rows for year {y}; delete that file and predict again")
-        member_probs = np.column_stack(columns)
-        df = prediction_frame(labels, member_probs, suffix, calibrations)
-        frames.append(df)
-        log.info("year %d: %d images (members predicted now: %s), mean P(up) %.4f", y, len(df),
-                 todo or "none", float(df["p_up"].mean()))
-    write_parquet(out, pd.concat(frames, ignore_index=True))
-    mark_done(run, settings, "_PREDICT_DONE", rows=int(sum(len(f) for f in frames)),
+    with folder_lock(run / "predict_parts", "predict"):
+        trained = [read_json(marker_path(run / f"member_{i}"))["hash"] for i in range(k)]
+        left = [i for i in range(k) if not all(
+            _part_done(run, i, y, member_part_key(trained[i], y, image_set.count(y), rt.precision))
+            for y in years)]
+        workers = plan_workers(t.parallel_members, len(left), rt.device.type)
+        if workers > 1:
+            groups = {f"members {left[w::workers]}": (rc, left[w::workers]) for w in range(workers)}
+            threads = threads_per_worker(workers, t.threads)
+            log.info("predicting members %s in %d processes of %d thread(s)", left, workers, threads)
+            _, failed = run_jobs(_predict_job, groups, workers, threads, desc="predict")
+            if failed:
+                raise RuntimeError(f"{run}: " + "; ".join(f"{g} failed ({v})" for g, v in sorted(failed.items()))
+                                   + "; the years they finished are kept: rerun `make predict`")
+        elif left:
+            if rt.device.type == "cpu":
+                set_threads(t)
+            predict_parts(rc, left, rt)
+        rows = _write_predictions(rc, run, image_set, years, out)
+    mark_done(run, settings, "_PREDICT_DONE", rows=rows,
               seconds=round(time.perf_counter() - t_start, 1))
     return out
+
+
+def _write_predictions(rc: Config, run: Path, image_set: ImageSet, years: list[int], out: Path) -> int:
+    """Assemble predictions.parquet from the member parts, one row group per test year; the rows."""
+    t = rc.train
+    suffix = label_suffix(t.horizon, t.label_return)
+    calibrations = ([load_calibration(run, i) for i in range(t.ensemble)]
+                    if t.calibration != "none" else None)
+    rows = 0
+    with atomic_path(out) as tmp:
+        writer = None
+        try:
+            for y in years:
+                labels = image_set.labels(y)
+                parts = [_part_paths(run, i, y)[0] for i in range(t.ensemble)]
+                columns = [np.load(p) for p in parts]
+                for p, c in zip(parts, columns):
+                    if c.shape != (len(labels),):
+                        raise ValueError(f"{p}: {c.shape} predictions per member but {len(labels)} "
+                                         f"label rows for year {y}; delete that file and predict again")
+                df = prediction_frame(labels, np.column_stack(columns), suffix, calibrations)
+                table = pa.Table.from_pandas(df, preserve_index=False,
+                                             schema=writer.schema if writer else None)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                rows += len(df)
+                log.info("year %d: %d images, mean P(up) %.4f", y, len(df), float(df["p_up"].mean()))
+        finally:
+            if writer is not None:
+                writer.close()
+    return rows

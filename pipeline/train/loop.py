@@ -36,11 +36,13 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from pipeline import paths
-from pipeline.config import Config, TrainConfig, save_resolved, section_hash
+from pipeline.config import PROCESS_SETTINGS, Config, TrainConfig, save_resolved, section_hash
 from pipeline.images.store import ImageSet
-from pipeline.io import atomic_path, atomic_write_text, is_done, mark_done, marker_path, read_json, write_json
+from pipeline.io import (atomic_path, atomic_write_text, folder_lock, is_done, mark_done, marker_path, read_json,
+                         write_json)
 from pipeline.models.cnn import ChartCNN
 from pipeline.models.registry import create_model, model_spec
+from pipeline.procs import plan_workers, run_jobs, threads_per_worker, usable_cores
 from pipeline.train import ddp
 from pipeline.train.calibration import base_rate_logit, fit_calibration, validation_logits
 from pipeline.train.data import (MemmapImages, SampleIndex, collate_batch, compute_norm, insample_index,
@@ -127,8 +129,7 @@ def set_threads(t: TrainConfig) -> int:
     if t.threads:
         n = t.threads
     else:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        n = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        n = max(1, usable_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(int(n))
     return int(n)
 
@@ -388,7 +389,7 @@ def load_calibration(run_dir: Path, i: int) -> dict:
 
 
 # Settings that do not change a member's weights: calibration is fitted after training.
-_NOT_NUMERIC = ("threads", "num_workers", "device", "precision", "calibration", "run_tag")
+_NOT_NUMERIC = PROCESS_SETTINGS + ("device", "precision", "calibration", "run_tag")
 
 
 def image_set_fingerprint(image_set: ImageSet) -> dict:
@@ -417,15 +418,43 @@ def check_model_fits(model_name: str, image_set: ImageSet) -> None:
                          f"{image_set.directory} holds {image_set.shape[0]}x{image_set.shape[1]}")
 
 
+def _train_and_calibrate(t: TrainConfig, image_dir: Path, index: SampleIndex, norm: dict, i: int,
+                         run: Path, rt: Runtime, info: ddp.DistInfo, m_hash: str,
+                         on_epoch_end: Callable[[int, int, dict], None] | None = None,
+                         on_member_end: Callable[[int, ChartCNN], None] | None = None) -> dict:
+    """Member ``i`` of a run: train (or resume, or load), then calibrate; its summary dict."""
+    hook = (lambda e, r: on_epoch_end(i, e, r)) if on_epoch_end else None
+    net, s = train_member(t, t.model, image_dir, index, norm, i, run / f"member_{i}", rt, info,
+                          settings_hash=section_hash({"member_hash": m_hash, "i": i}), on_epoch_end=hook)
+    if info.is_main:
+        s = {**s, "calibration": calibrate_member(t, net, image_dir, index, norm, i, run / f"member_{i}", rt)}
+    if on_member_end is not None:
+        on_member_end(i, net)
+    return s
+
+
+def _member_job(t: TrainConfig, image_dir: Path, index: SampleIndex, norm: dict, i: int, run: Path,
+                m_hash: str) -> dict:
+    """One member in a worker process (pipeline.procs; threads already set by the worker). On
+    CUDA, member i runs on GPU i modulo the GPUs visible."""
+    rt = resolve_runtime(t, ddp.resolve_device(t.device, local_rank=i))
+    return _train_and_calibrate(t, image_dir, index, norm, i, run, rt, ddp.DistInfo(device=rt.device), m_hash)
+
+
 def train_run(cfg: Config, model: str | None = None,
               on_epoch_end: Callable[[int, int, dict], None] | None = None,
               on_member_end: Callable[[int, ChartCNN], None] | None = None) -> Path:
     """Train the ensemble of ``model`` (default cfg.train.model) into paths.run_dir(cfg, model).
 
     Resumable: finished members are skipped, an interrupted member resumes from its checkpoint;
-    the whole run is skipped when done with the same settings. Under torchrun, data-parallel.
+    the whole run is skipped when done with the same settings. Members run in
+    ``train.parallel_members`` processes (pipeline.procs; the same seeds and splits as one after
+    another); under torchrun, one after another, each data-parallel over the ranks. A member whose
+    process fails is named in the error; the members that finished stay finished. One process at a
+    time may train a run folder (FolderBusyError otherwise).
     on_epoch_end(member, epoch, row) / on_member_end(member, model with best weights): hooks (tests,
-    notebooks). Returns the run directory.
+    notebooks); they run in this process, so members then run one after another.
+    Returns the run directory.
     """
     rc = run_config(cfg, model)
     t = rc.train
@@ -441,35 +470,56 @@ def train_run(cfg: Config, model: str | None = None,
     if is_done(run, run_hash, "_TRAIN_DONE"):
         log.info("%s: already trained with these settings, skipping", run)
         return run
-    threads = set_threads(t) if rt.device.type == "cpu" else torch.get_num_threads()
+    with folder_lock(run, "train") if info.is_main else nullcontext():
+        return _train_members(rc, run, image_set, index, rt, info, m_hash, run_hash, on_epoch_end,
+                              on_member_end)
+
+
+def _train_members(rc: Config, run: Path, image_set: ImageSet, index: SampleIndex, rt: Runtime,
+                   info: ddp.DistInfo, m_hash: str, run_hash: str,
+                   on_epoch_end: Callable[[int, int, dict], None] | None,
+                   on_member_end: Callable[[int, ChartCNN], None] | None) -> Path:
+    t = rc.train
+    left = [i for i in range(t.ensemble)
+            if not is_done(run / f"member_{i}", section_hash({"member_hash": m_hash, "i": i}))]
+    hooks = on_epoch_end is not None or on_member_end is not None
+    workers = 1 if info.distributed or hooks else plan_workers(t.parallel_members, len(left), rt.device.type)
+    if workers > 1:
+        threads = threads_per_worker(workers, t.threads)
+    else:
+        threads = set_threads(t) if rt.device.type == "cpu" else torch.get_num_threads()
     if info.is_main:
-        log.info("training %s: %d members on %d in-sample images, %s %s, %d threads, world size %d",
-                 t.model, t.ensemble, len(index), rt.device, rt.precision, threads, info.world_size)
+        log.info("training %s: %d members (%d left) on %d in-sample images, %s %s, world size %d, "
+                 "%d process(es) of %d thread(s)", t.model, t.ensemble, len(left), len(index),
+                 rt.device, rt.precision, info.world_size, workers, threads)
     norm = compute_norm(image_set, index, t.norm)
     if info.is_main:
         save_resolved(rc, run)
         write_json(run / "norm.json", norm)
         write_json(run / "pool.json", index.info)
     ddp.barrier(info)
-    members = []
-    for i in range(t.ensemble):
-        hook = (lambda e, r, i=i: on_epoch_end(i, e, r)) if on_epoch_end else None
-        net, s = train_member(t, t.model, image_set.directory, index, norm, i, run / f"member_{i}", rt,
-                              info, settings_hash=section_hash({"member_hash": m_hash, "i": i}),
-                              on_epoch_end=hook)
-        if info.is_main:
-            s = {**s, "calibration": calibrate_member(t, net, image_set.directory, index, norm, i,
-                                                      run / f"member_{i}", rt)}
-        if on_member_end is not None:
-            on_member_end(i, net)
-        members.append(s)
+    members: dict[int, dict] = {}
+    if workers > 1:
+        jobs = {f"member {i}": (t, image_set.directory, index, norm, i, run, m_hash) for i in left}
+        done, failed = run_jobs(_member_job, jobs, workers, threads, desc="members")
+        if failed:
+            raise RuntimeError(f"{run}: " + "; ".join(f"{k} failed ({v})" for k, v in sorted(failed.items()))
+                               + f"; the members that finished are kept: rerun `make train` to "
+                               f"train the rest")
+        members = {int(k.split()[1]): v for k, v in done.items()}
+    for i in range(t.ensemble):  # finished members load; with one process, the rest train here
+        if i not in members:
+            members[i] = _train_and_calibrate(t, image_set.directory, index, norm, i, run, rt, info, m_hash,
+                                              on_epoch_end, on_member_end)
+    summaries = [members[i] for i in range(t.ensemble)]
     if info.is_main:
         write_json(run / "summary.json", {
-            "model": t.model, "members": members,
-            "val_loss_mean": float(np.mean([m["best_val_loss"] for m in members])),
-            "val_acc_mean": float(np.mean([m["best_val_acc"] for m in members])),
-            "n_train": members[0]["n_train"], "n_val": members[0]["n_val"],
-            "precision": rt.precision, "device": str(rt.device), "world_size": info.world_size})
+            "model": t.model, "members": summaries,
+            "val_loss_mean": float(np.mean([m["best_val_loss"] for m in summaries])),
+            "val_acc_mean": float(np.mean([m["best_val_acc"] for m in summaries])),
+            "n_train": summaries[0]["n_train"], "n_val": summaries[0]["n_val"],
+            "precision": rt.precision, "device": str(rt.device), "world_size": info.world_size,
+            "processes": workers, "threads": threads})
         mark_done(run, run_hash, "_TRAIN_DONE")
     ddp.barrier(info)
     return run
