@@ -20,6 +20,7 @@ Every window that yields no image is counted by reason; none is silently dropped
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -338,19 +339,26 @@ def run_part(task: PartTask) -> dict:
 
 
 def _merge_year(out_dir: Path, year: int, stems: list[Path], shape: tuple[int, int]) -> int:
-    """Concatenate part files (in shard order) into the year's array and label table."""
+    """Concatenate part files (in shard order) into the year's array and label table.
+
+    The image bytes are copied file to file by the kernel (copy_file_range: no pass through this
+    process's memory, and no page faults of a writable memory map) behind a fresh .npy header.
+    """
     arrays = [np.load(s.with_suffix(".npy"), mmap_mode="r") for s in stems]
     n = int(sum(len(a) for a in arrays))
     if n == 0:
         return 0
+    for s, a in zip(stems, arrays):
+        if a.dtype != np.uint8 or a.shape[1:] != tuple(shape) or not a.flags.c_contiguous:
+            raise RuntimeError(f"{s.with_suffix('.npy')}: {a.dtype} {a.shape}, expected uint8 "
+                               f"(N, {shape[0]}, {shape[1]}); delete the image set and rebuild it")
     with atomic_path(out_dir / f"images_{year}.npy") as tmp:
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape))
-        i = 0
-        for a in arrays:
-            mm[i:i + len(a)] = a
-            i += len(a)
-        mm.flush()
-        del mm
+        with open(tmp, "wb") as dst:
+            np.lib.format.write_array_header_1_0(dst, {"descr": "|u1", "fortran_order": False,
+                                                       "shape": (n, *shape)})
+            for s, a in zip(stems, arrays):
+                _append_file_bytes(dst, s.with_suffix(".npy"), a.offset, a.nbytes)
+    del arrays
     lab = pd.concat([pd.read_parquet(s.with_suffix(".parquet")) for s in stems],
                     ignore_index=True)
     key = lab["stock_id"].to_numpy().astype(np.int64), windows.to_days(lab["date"].to_numpy())
@@ -359,6 +367,34 @@ def _merge_year(out_dir: Path, year: int, stems: list[Path], shape: tuple[int, i
         raise RuntimeError(f"year {year}: merged rows are not sorted by (stock_id, date)")
     write_parquet(out_dir / f"labels_{year}.parquet", lab[LABEL_TABLE_COLUMNS])
     return n
+
+
+def _append_file_bytes(dst, src_path: Path, offset: int, nbytes: int) -> None:
+    """Append ``nbytes`` of ``src_path`` from ``offset`` to the open file ``dst`` (kernel copy where
+    the OS has one, else buffered reads)."""
+    dst.flush()
+    with open(src_path, "rb") as src:
+        left, pos = nbytes, offset
+        copy = getattr(os, "copy_file_range", None)
+        while left and copy is not None:
+            try:
+                k = copy(src.fileno(), dst.fileno(), left, pos)
+            except OSError:  # e.g. across file systems on old kernels: fall back below
+                break
+            if k == 0:
+                break
+            left, pos = left - k, pos + k
+        if left:
+            src.seek(pos)
+            dst.seek(0, os.SEEK_END)
+            while left:
+                chunk = src.read(min(left, 1 << 24))
+                if not chunk:
+                    raise RuntimeError(f"{src_path}: ended {left} bytes early")
+                dst.write(chunk)
+                left -= len(chunk)
+            dst.flush()
+    dst.seek(0, os.SEEK_END)
 
 
 def reason_names() -> dict[int, str]:
