@@ -19,7 +19,6 @@ import copy
 import logging
 import os
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from pipeline import paths
@@ -158,14 +157,6 @@ def read_variant_metrics(vcfg: Config) -> dict[str, float]:
                            where=vcfg.train.model)
 
 
-def _job(vcfg: Config, threads: int | None) -> dict[str, float]:
-    """Process-pool entry (top level so it can be sent to a spawned process)."""
-    from pipeline.cli import setup_logging
-
-    setup_logging()
-    return run_variant(vcfg, threads)
-
-
 def _write_table(cfg: Config, acfg: Config, models: list[str], results: dict[str, dict[str, float]],
                  failed: dict[str, str]) -> None:
     """table18.{csv,md,tex} in the ablations folder, with the settings that differ from the paper's."""
@@ -236,20 +227,13 @@ def run_ablations(cfg: Config) -> Path:
                 failed[m] = traceback.format_exc()
                 log.error("ablation %s failed:\n%s", m, failed[m])
     else:
-        import multiprocessing as mp
+        from pipeline.procs import run_jobs, threads_per_worker
 
-        threads = max(1, (os.cpu_count() or 1) // parallel)
-        # spawn, not fork: torch's thread pools do not survive a fork safely.
-        with ProcessPoolExecutor(max_workers=parallel, mp_context=mp.get_context("spawn")) as ex:
-            futs = {ex.submit(_job, v, threads): m for m, v in jobs.items()}
-            for f in as_completed(futs):
-                m = futs[f]
-                try:
-                    results[m] = f.result()
-                    log.info("ablation %s done", m)
-                except Exception:  # noqa: BLE001
-                    failed[m] = traceback.format_exc()
-                    log.error("ablation %s failed:\n%s", m, failed[m])
+        threads = threads_per_worker(parallel)
+        done, errors = run_jobs(run_variant, {m: (v, threads) for m, v in jobs.items()}, parallel,
+                                threads, desc="ablations")
+        results.update(done)
+        failed.update(errors)
     _write_table(cfg, acfg, models, results, failed)
     if failed:
         raise RuntimeError(f"{len(failed)} ablation variant(s) failed: {sorted(failed)} "
