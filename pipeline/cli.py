@@ -14,11 +14,12 @@ log = logging.getLogger("pipeline")
 
 
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    """The project's own loggers (pipeline.*, benchmarks.*) at INFO (DEBUG with -v); third-party
+    ones at WARNING (fontTools, matplotlib, WeasyPrint and the like log every step at INFO)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for name in ("pipeline", "benchmarks", "__main__"):  # __main__: a module run with -m
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def parse_args(description: str, argv: list[str] | None = None,

@@ -25,7 +25,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from tqdm import tqdm
+from pipeline.progress import ENV as PROGRESS_ENV
+from pipeline.progress import progress
+
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ def die_with_parent() -> None:
 
 def _init_worker(threads: int, verbose: bool) -> None:
     die_with_parent()
-    os.environ["TQDM_DISABLE"] = "1"  # tqdm reads its defaults from TQDM_* variables
+    os.environ[PROGRESS_ENV] = "off"
     import torch
 
     torch.set_num_threads(threads)
@@ -95,11 +97,11 @@ def run_jobs(fn: Callable[..., Any], jobs: dict[str, tuple], workers: int, threa
     results: dict[str, Any] = {}
     failures: dict[str, str] = {}
     ctx = multiprocessing.get_context("spawn")
-    verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    verbose = logging.getLogger("pipeline").getEffectiveLevel() <= logging.DEBUG
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(threads, verbose)) as pool:
         futures = {pool.submit(fn, *args): name for name, args in jobs.items()}
-        for fut in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="job",
+        for fut in progress(as_completed(futures), total=len(futures), desc=desc, unit="job",
                         disable=len(futures) < 2):
             name = futures[fut]
             try:

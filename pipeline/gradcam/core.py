@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.progress import progress
+
 log = logging.getLogger(__name__)
 
 LAYER_POINTS = ("pre_pool", "post_pool")
@@ -413,10 +415,9 @@ def run_gradcam(cfg) -> Path:
     rea_sums = [np.zeros((2, h, w)) for _ in range(n_layers + 1)]
     dec_n = np.zeros(10, np.int64)
     rea_n = np.zeros(2, np.int64)
-    from tqdm import tqdm
-
+    
     sub_images = np.asarray(images[sub_rows])  # at most average_samples images in memory
-    for s, bmaps in tqdm(batcher.batches(sub_images), total=-(-len(sub_rows) // batcher.batch_size),
+    for s, bmaps in progress(batcher.batches(sub_images), total=-(-len(sub_rows) // batcher.batch_size),
                          desc="gradcam averages", disable=None):
         e = s + bmaps[0].shape[0]
         arrays = [sub_images[s:e], *bmaps]

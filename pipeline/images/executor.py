@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol
 
-from tqdm import tqdm
 
+from pipeline.progress import progress
 from pipeline.procs import die_with_parent, usable_cores
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class LocalExecutor:
     def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], desc: str = "tasks") -> list:
         tasks = list(tasks)
         if self.workers == 1 or len(tasks) <= 1:
-            return [fn(t) for t in tqdm(tasks, desc=desc, unit="task", disable=not tasks)]
+            return [fn(t) for t in progress(tasks, desc=desc, unit="task", disable=not tasks)]
         results: list = [None] * len(tasks)
         # forkserver: children never inherit the parent's threads (pyarrow, BLAS) mid-lock.
         ctx = multiprocessing.get_context("forkserver")
@@ -50,7 +50,7 @@ class LocalExecutor:
         with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=ctx,
                                  initializer=die_with_parent) as pool:
             futures = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
-            for fut in tqdm(as_completed(futures), total=len(tasks), desc=desc, unit="task"):
+            for fut in progress(as_completed(futures), total=len(tasks), desc=desc, unit="task"):
                 results[futures[fut]] = fut.result()
         return results
 
@@ -93,7 +93,7 @@ class DaskExecutor:
         futures = self.client.map(fn, tasks, pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         results: list = [None] * len(tasks)
-        for fut in tqdm(dask_as_completed(futures), total=len(tasks), desc=desc, unit="task"):
+        for fut in progress(dask_as_completed(futures), total=len(tasks), desc=desc, unit="task"):
             results[index[fut.key]] = fut.result()
         return results
 

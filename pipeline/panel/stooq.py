@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
+from pipeline.progress import progress
 from pipeline.config import PanelConfig
 from pipeline.panel.clean import (
     NS_PER_DAY,
@@ -113,7 +113,7 @@ def read_bulk(folder: Path, counts: dict[str, int]) -> FreeRaw:
     files = [folder] if folder.is_file() else text_files(folder)
     b = FreeRawBuilder()
     n_empty = n_etf = n_read = 0
-    for f in tqdm(files, desc="stooq files", unit="file", disable=len(files) < 200):
+    for f in progress(files, desc="stooq files", unit="file", disable=len(files) < 200):
         exch = _exchange_from_path(f)
         if exch is None:
             n_etf += 1
@@ -166,7 +166,7 @@ def read_kaggle(folder: Path, counts: dict[str, int]) -> FreeRaw:
     files, n_etf = _kaggle_files(folder)
     b = FreeRawBuilder()
     n_empty = n_read = 0
-    for f in tqdm(files, desc="kaggle files", unit="file", disable=len(files) < 200):
+    for f in progress(files, desc="kaggle files", unit="file", disable=len(files) < 200):
         header = read_header(f)
         if header is not None and not _same_header(header, KAGGLE_HEADER):
             raise input_error(f, "line 1", None, f"header {header} is not Kaggle's {KAGGLE_HEADER}")

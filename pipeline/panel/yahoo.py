@@ -17,8 +17,8 @@ import logging
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
+from pipeline.progress import progress
 from pipeline.config import PanelConfig
 from pipeline.panel.clean import (
     UNKNOWN_EXCHANGE,
@@ -59,7 +59,7 @@ def read_yahoo(path: Path, counts: dict[str, int]) -> FreeRaw:
     files = yahoo_files(path)
     b = FreeRawBuilder(with_adj_close=True)
     n_empty = n_read = 0
-    for f in tqdm(files, desc="yahoo files", unit="file", disable=len(files) < 200):
+    for f in progress(files, desc="yahoo files", unit="file", disable=len(files) < 200):
         header = read_header(f)
         if header is not None and "adj close" not in (h.lower() for h in header):
             raise input_error(f, "line 1", "Adj Close",

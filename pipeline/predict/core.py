@@ -22,8 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from tqdm import tqdm
 
+from pipeline.progress import progress
 from pipeline import paths
 from pipeline.config import Config, section_hash
 from pipeline.images.store import RETURN_COLUMNS, ImageSet, label_suffix
@@ -53,7 +53,7 @@ def predict_proba(models: list[ChartCNN], images: np.ndarray, mean: float, std: 
         models = [m.to(memory_format=torch.channels_last) for m in models]
     starts = range(0, len(images), batch_size)
     with torch.inference_mode():
-        for s in tqdm(starts, desc=desc, leave=False, mininterval=2.0, disable=len(starts) < 4):
+        for s in progress(starts, desc=desc, leave=False, mininterval=2.0, disable=len(starts) < 4):
             x = normalise(np.asarray(images[s:s + batch_size]), mean, std).to(rt.device)
             if rt.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -122,7 +122,7 @@ def predict_parts(rc: Config, members: list[int], rt: Runtime) -> list[int]:
     trained = {i: read_json(marker_path(run / f"member_{i}"))["hash"] for i in members}
     models: dict[int, ChartCNN] = {}
     busy: set[int] = set()
-    for y in tqdm(oos_years(rc, image_set), desc=f"predict m{members}", mininterval=5.0):
+    for y in progress(oos_years(rc, image_set), desc=f"predict m{members}", mininterval=5.0):
         keys = {i: member_part_key(trained[i], y, image_set.count(y), rt.precision) for i in members}
         todo = [i for i in members if not _part_done(run, i, y, keys[i])]
         if not todo:

@@ -33,8 +33,8 @@ import torch
 import yaml
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
+from pipeline.progress import progress
 from pipeline import paths
 from pipeline.config import PROCESS_SETTINGS, Config, TrainConfig, save_resolved, section_hash
 from pipeline.images.store import ImageSet
@@ -159,7 +159,7 @@ def run_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, rt: Runtime
     model.train(training)
     sums = np.zeros(6)  # loss_sum, n, tp, tn, fp, fn
     t0 = time.perf_counter()
-    bar = tqdm(loader, desc=desc, leave=False, disable=not info.is_main, mininterval=2.0)
+    bar = progress(loader, desc=desc, leave=False, disable=not info.is_main, mininterval=2.0)
     with torch.set_grad_enabled(training):
         for x, y in bar:
             if y.numel() and (int(y.max()) > 1 or int(y.min()) < 0):
