@@ -150,3 +150,40 @@ def folder_lock(directory: str | Path, what: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs a stage may use, and what a killed stage left behind
+
+
+class StaleInputError(ValueError):
+    """A stage's input is unfinished, or was produced under settings other than the ones given."""
+
+
+def require_done(directory: str | Path, settings_hash: str, what: str, make_target: str) -> None:
+    """StaleInputError unless ``directory`` holds a completion marker with ``settings_hash``.
+
+    ``what`` names the input ("the panel"), ``make_target`` the stage that makes it ("panel").
+    """
+    p = marker_path(directory)
+    if not p.exists():
+        raise StaleInputError(f"{what} in {directory} is missing or unfinished: run "
+                              f"`make {make_target}` first")
+    if not is_done(directory, settings_hash):
+        raise StaleInputError(f"{what} in {directory} was built with other settings than the ones "
+                              f"given (or its rebuild failed): run `make {make_target}` again")
+
+
+def remove_stale_temps(directory: str | Path, pattern: str = ".*.tmp", recursive: bool = True) -> int:
+    """Delete the temporary files (``.<name>.*.tmp``, see :func:`atomic_path`) that a killed
+    process left in ``directory`` (and below it when ``recursive``); ``pattern`` narrows them to
+    one artifact's (``.predictions.parquet.*.tmp``). Returns how many. Call it only while holding
+    the lock of the work that writes them (:func:`folder_lock`), so no live writer's file is taken."""
+    directory = Path(directory)
+    n = 0
+    if directory.is_dir():
+        for p in (directory.rglob(pattern) if recursive else directory.glob(pattern)):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                n += 1
+    return n

@@ -9,6 +9,8 @@ import pytest
 from pipeline.config import load_config
 from pipeline.images.build import build_image_set
 from pipeline.images.executor import DaskExecutor, LocalExecutor, make_executor
+from pipeline.io import mark_done
+from pipeline.panel.build import panel_settings_hash
 from pipeline.panel.store import PanelMeta, write_panel
 
 
@@ -42,6 +44,7 @@ def small_panel(path):
     write_panel(path, pd.concat(frames, ignore_index=True),
                 pd.DataFrame({"stock_id": [3, 5, 8], "ticker": list("abc"), "exchange": "NYSE"}),
                 PanelMeta(source="test", mktcap_is_proxy=True, mktcap_units="$"))
+    mark_done(path, panel_settings_hash(load_config(None, [])))  # finished, default panel settings
 
 
 def test_dask_output_identical_to_local(tmp_path):

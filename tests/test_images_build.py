@@ -10,6 +10,8 @@ from pipeline.images.executor import LocalExecutor
 from pipeline.images.render import render_windows
 from pipeline.images.store import ImageSet
 from pipeline.io import write_parquet
+from pipeline.io import mark_done
+from pipeline.panel.build import panel_settings_hash
 from pipeline.panel.store import PanelContractError, PanelMeta, write_panel
 
 
@@ -43,6 +45,7 @@ def write_tiny(path, df=None):
     stocks = pd.DataFrame({"stock_id": [10, 20, 30, 40], "ticker": list("ABCD"), "exchange": "NYSE"})
     write_panel(path, df, stocks, PanelMeta(source="test", mktcap_is_proxy=True,
                                             mktcap_units="$"))
+    mark_done(path, panel_settings_hash(load_config(None, [])))  # finished, default panel settings
     return df
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipeline.config import load_config, section_hash
-from pipeline.io import is_done, read_json
+from pipeline.io import StaleInputError, is_done, read_json
 from pipeline.panel.build import bayes_accuracy_dict, make_panel
 from pipeline.panel.clean import PanelInputError
 from pipeline.panel.store import read_meta, read_panel, read_stocks
@@ -27,7 +27,9 @@ def stooq_cfg(tmp_path: Path, *sets: str):
 
 
 def snapshot(folder: Path) -> dict[str, int]:
-    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    """mtime of every artifact (not the folder's .lock, which each run of the stage takes)."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")
+            if p.is_file() and p.name != ".lock"}
 
 
 def test_stage_writes_panel_and_resumes(tmp_path, caplog):
@@ -78,6 +80,12 @@ def test_failed_rebuild_leaves_previous_panel_intact(tmp_path):
         make_panel(stooq_cfg(tmp_path, f"panel.path={tmp_path / 'bad'}"))
     assert snapshot(out) == before
     assert is_done(out, section_hash(cfg.panel, cfg.synthetic))  # the old panel is still valid
+    # ... for its own settings only: the image stage given the failed rebuild's settings refuses it
+    from pipeline.images.build import build_image_set
+    from pipeline.images.executor import LocalExecutor
+
+    with pytest.raises(StaleInputError, match=r"the panel in .* was built with other settings.*make panel"):
+        build_image_set(stooq_cfg(tmp_path, f"panel.path={tmp_path / 'bad'}"), "I20/month", LocalExecutor(1))
 
 
 def test_bayes_accuracy_dict():

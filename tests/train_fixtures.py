@@ -14,6 +14,7 @@ import pandas as pd
 
 from pipeline.config import Config, load_config
 from pipeline.images.store import IMAGE_SHAPES, LABEL_TABLE_COLUMNS, RETURN_SUFFIXES, labels_from_returns, write_year
+from pipeline.io import mark_done
 from pipeline.paths import images_dir
 
 
@@ -64,4 +65,5 @@ def build_image_set(cfg: Config, years=(1995, 1996, 1997), n_stocks: int = 8, se
     for y in years:
         imgs, df = make_year(y, n_stocks, rng)
         write_year(d, y, imgs, df)
+    mark_done(d, "fixture", image_set=cfg.train.image_set)  # finished (no panel: not compared with one)
     return d

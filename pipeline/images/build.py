@@ -38,8 +38,9 @@ from pipeline.images import labels as labels_mod
 from pipeline.images import windows
 from pipeline.images.executor import Executor
 from pipeline.images.store import IMAGE_SHAPES, LABEL_TABLE_COLUMNS
-from pipeline.io import (atomic_path, is_done, mark_done, marker_path, read_json, write_json,
-                         write_npy, write_parquet)
+from pipeline.io import (atomic_path, folder_lock, is_done, mark_done, marker_path, read_json,
+                         remove_stale_temps, require_done, write_json, write_npy, write_parquet)
+from pipeline.panel.build import panel_settings_hash
 from pipeline.panel.store import PANEL_COLUMNS, PanelContractError, read_meta
 
 log = logging.getLogger(__name__)
@@ -427,17 +428,33 @@ def build_image_set(cfg: Config, image_set: str, executor: Executor,
 
     panel_dir / out_dir default to paths.panel_dir(cfg) / paths.images_dir(cfg, image_set).
     """
-    w, freq = parse_image_set(image_set)
+    parse_image_set(image_set)  # a malformed name fails before anything is read
     panel_dir = Path(panel_dir) if panel_dir is not None else paths.panel_dir(cfg)
     out_dir = Path(out_dir) if out_dir is not None else paths.images_dir(cfg, image_set)
-    im = cfg.images
-    if im.start_year > im.end_year:
-        raise ValueError(f"images.start_year {im.start_year} > images.end_year {im.end_year}")
-    settings = settings_for(cfg, image_set, panel_dir)
-    h = section_hash(settings)
+    if cfg.images.start_year > cfg.images.end_year:
+        raise ValueError(f"images.start_year {cfg.images.start_year} > images.end_year "
+                         f"{cfg.images.end_year}")
+    require_done(panel_dir, panel_settings_hash(cfg), "the panel", "panel")
+    h = image_set_hash(cfg, image_set, panel_dir)
     if is_done(out_dir, h):
         log.info("%s: already built with these settings (%s), skipping", out_dir, h)
         return out_dir
+    with folder_lock(out_dir, "images"):
+        n = remove_stale_temps(out_dir)
+        if n:
+            log.info("removed %d temporary file(s) left in %s by an interrupted run", n, out_dir)
+        return _build(cfg, image_set, executor, panel_dir, out_dir, h)
+
+
+def image_set_hash(cfg: Config, image_set: str, panel_dir: Path) -> str:
+    """The hash an image set built from ``panel_dir`` under ``cfg`` has in its completion marker."""
+    return section_hash(settings_for(cfg, image_set, panel_dir))
+
+
+def _build(cfg: Config, image_set: str, executor: Executor, panel_dir: Path, out_dir: Path,
+           h: str) -> Path:
+    w, freq = parse_image_set(image_set)
+    im = cfg.images
     t0 = time.perf_counter()
     keys = read_panel_keys(panel_dir)
     # A rebuild (other settings or panel) must not leave the old marker claiming the set is done.

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Config, ConfigError, save_resolved, section_hash
-from pipeline.io import is_done, mark_done, marker_path, write_json
+from pipeline.io import folder_lock, is_done, mark_done, marker_path, remove_stale_temps, write_json
 from pipeline.panel.clean import format_counts
 from pipeline.panel.mktcap import proxy_min_periods
 from pipeline.panel.store import PanelMeta, check_contract, write_panel
@@ -118,10 +118,23 @@ def make_panel(cfg: Config, force: bool = False) -> Path:
     source, bayes_accuracy.json), log the cleaning counts, and mark done last.
     """
     out = panel_dir(cfg)
-    h = section_hash(cfg.panel, cfg.synthetic)
+    h = panel_settings_hash(cfg)
     if not force and is_done(out, h):
         log.info("panel already built in %s (settings hash %s): skipping", out, h)
         return out
+    with folder_lock(out, "panel"):
+        n = remove_stale_temps(out)
+        if n:
+            log.info("removed %d temporary file(s) left in %s by an interrupted run", n, out)
+        return _make_panel(cfg, out, h)
+
+
+def panel_settings_hash(cfg: Config) -> str:
+    """What the panel depends on (its completion marker holds it): the panel and synthetic settings."""
+    return section_hash(cfg.panel, cfg.synthetic)
+
+
+def _make_panel(cfg: Config, out: Path, h: str) -> Path:
     df, stocks, meta = build_panel(cfg)
     marker_path(out).unlink(missing_ok=True)  # half-rewritten folders must not look finished
     write_panel(out, df, stocks, meta)

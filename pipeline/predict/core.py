@@ -27,7 +27,8 @@ from pipeline.progress import progress
 from pipeline import paths
 from pipeline.config import Config, section_hash
 from pipeline.images.store import RETURN_COLUMNS, ImageSet, label_suffix
-from pipeline.io import atomic_path, folder_lock, is_done, mark_done, marker_path, read_json, write_npy
+from pipeline.io import (atomic_path, folder_lock, is_done, mark_done, marker_path, read_json,
+                         remove_stale_temps, write_npy)
 from pipeline.procs import plan_workers, run_jobs, threads_per_worker
 from pipeline.models.cnn import ChartCNN, fuse_for_inference
 from pipeline.train import ddp
@@ -178,6 +179,10 @@ def predict_run(cfg: Config, model: str | None = None) -> Path:
     t_start = time.perf_counter()  # wall time of this invocation (parts done earlier are reused)
     k = t.ensemble
     with folder_lock(run / "predict_parts", "predict"):
+        n = (remove_stale_temps(run / "predict_parts")
+             + remove_stale_temps(run, f".{out.name}.*.tmp", recursive=False))
+        if n:
+            log.info("removed %d temporary file(s) left in %s by an interrupted run", n, run)
         trained = [read_json(marker_path(run / f"member_{i}"))["hash"] for i in range(k)]
         left = [i for i in range(k) if not all(
             _part_done(run, i, y, member_part_key(trained[i], y, image_set.count(y), rt.precision))

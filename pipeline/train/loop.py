@@ -38,8 +38,8 @@ from pipeline.progress import progress
 from pipeline import paths
 from pipeline.config import PROCESS_SETTINGS, Config, TrainConfig, save_resolved, section_hash
 from pipeline.images.store import ImageSet
-from pipeline.io import (atomic_path, atomic_write_text, folder_lock, is_done, mark_done, marker_path, read_json,
-                         write_json)
+from pipeline.io import (StaleInputError, atomic_path, atomic_write_text, folder_lock, is_done, mark_done,
+                         marker_path, read_json, remove_stale_temps, require_done, write_json)
 from pipeline.models.cnn import ChartCNN
 from pipeline.models.registry import create_model, model_spec
 from pipeline.procs import plan_workers, run_jobs, threads_per_worker, usable_cores
@@ -410,6 +410,23 @@ def run_config(cfg: Config, model: str | None) -> Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, model=model or cfg.train.model))
 
 
+def check_images_current(cfg: Config, image_set: ImageSet) -> None:
+    """StaleInputError when the image set is unfinished, or was built from the experiment's panel
+    under other settings than cfg's (or before the panel was rebuilt). An image set imported from
+    the authors' files, or one with no panel beside it, is checked for completion only."""
+    from pipeline.images.build import image_set_hash
+
+    d = image_set.directory
+    marker = marker_path(d)
+    if not marker.exists():
+        raise StaleInputError(f"the image set in {d} is unfinished (no completion marker): run "
+                              "`make images` first")
+    panel = paths.panel_dir(cfg)
+    if str(read_json(marker).get("hash", "")).startswith("authors:") or not marker_path(panel).exists():
+        return
+    require_done(d, image_set_hash(cfg, cfg.train.image_set, panel), "the image set", "images")
+
+
 def check_model_fits(model_name: str, image_set: ImageSet) -> None:
     """ValueError when the model's input size differs from the image set's (H, 3W)."""
     hw = model_spec(model_name).image_hw
@@ -463,6 +480,7 @@ def train_run(cfg: Config, model: str | None = None,
     info = ddp.init_distributed(t.device)
     rt = resolve_runtime(t, info.device)
     image_set, index = insample_index(rc)
+    check_images_current(rc, image_set)
     check_model_fits(t.model, image_set)
     fp = image_set_fingerprint(image_set)
     m_hash = member_hash(t, rt, fp)
@@ -471,6 +489,11 @@ def train_run(cfg: Config, model: str | None = None,
         log.info("%s: already trained with these settings, skipping", run)
         return run
     with folder_lock(run, "train") if info.is_main else nullcontext():
+        if info.is_main:  # the run's own files and its members' (predict_parts/ is predict's)
+            n = remove_stale_temps(run, recursive=False) + sum(
+                remove_stale_temps(m) for m in run.glob("member_*"))
+            if n:
+                log.info("removed %d temporary file(s) left in %s by an interrupted run", n, run)
         return _train_members(rc, run, image_set, index, rt, info, m_hash, run_hash, on_epoch_end,
                               on_member_end)
 
