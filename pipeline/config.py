@@ -1,6 +1,6 @@
 """Typed experiment configuration.
 
-Every default is the paper's (METHOD.md); an experiment YAML holds only what differs, section by
+Every default is the paper's (docs/method.md); an experiment YAML holds only what differs, section by
 section, e.g.::
 
     name: demo
@@ -53,7 +53,7 @@ class SyntheticConfig:
 
 @dataclass
 class PanelConfig:
-    """Price-panel stage (METHOD.md section 4)."""
+    """Price-panel stage (docs/method.md section 4)."""
 
     source: str = "synthetic"  # synthetic | stooq | crsp | yahoo
     path: str | None = None  # file or folder of the raw source (not used by synthetic)
@@ -74,7 +74,7 @@ class PanelConfig:
 
 @dataclass
 class ImagesConfig:
-    """Chart-image stage (METHOD.md sections 2-3)."""
+    """Chart-image stage (docs/method.md sections 2-3)."""
 
     # Image sets to build: each entry is "I{W}/{freq}" with freq in week | month | quarter.
     sets: list[str] = field(default_factory=lambda: ["I20/month"])
@@ -93,7 +93,7 @@ class ImagesConfig:
 
 @dataclass
 class TrainConfig:
-    """Training stage (METHOD.md sections 5-6)."""
+    """Training stage (docs/method.md sections 5-6)."""
 
     image_set: str = "I20/month"
     model: str = "I20"  # a name in pipeline.models.registry
@@ -140,7 +140,7 @@ PROCESS_SETTINGS = ("threads", "num_workers", "parallel_members")
 
 @dataclass
 class EvaluateConfig:
-    """Prediction and evaluation stages (METHOD.md section 7)."""
+    """Prediction and evaluation stages (docs/method.md section 7)."""
 
     weights: list[str] = field(default_factory=lambda: ["ew", "vw"])
     benchmarks: list[str] = field(default_factory=lambda: ["MOM", "STR", "WSTR", "TREND"])
@@ -148,11 +148,14 @@ class EvaluateConfig:
     top500_mode: str = "formation"  # formation | annual_june
     trend_history_days: int = 1000
     predict_batch_size: int = 1024
+    # Trading cost per side in basis points, charged on the H-L portfolio's turnover for its
+    # net-of-cost returns (pipeline.evaluate.conventions states the rule).
+    cost_bps: float = 10.0
 
 
 @dataclass
 class GradcamConfig:
-    """Interpretation stage (METHOD.md section 8)."""
+    """Interpretation stage (docs/method.md section 8)."""
 
     year: int | None = None  # None: the last test year
     n_per_side: int = 10
@@ -163,7 +166,7 @@ class GradcamConfig:
 
 @dataclass
 class AblationsConfig:
-    """Table-18 ablations (METHOD.md section 9)."""
+    """Table-18 ablations (docs/method.md section 9)."""
 
     variants: list[str] | None = None  # None: every Table-18 variant in the registry
     ensemble: int | None = None  # None: the baseline's ensemble size
@@ -373,6 +376,9 @@ def validate(cfg: Config) -> None:
     for w in cfg.evaluate.weights:
         if w not in ("ew", "vw"):
             raise ConfigError(f"'evaluate.weights' entry {w!r}; choose from ['ew', 'vw']")
+    c = cfg.evaluate.cost_bps
+    if not (c >= 0 and c != float("inf")):  # also refuses NaN
+        raise ConfigError(f"'evaluate.cost_bps' is {c!r}; use a finite cost per side >= 0 (basis points)")
 
 
 FREQUENCIES = ("week", "month", "quarter")

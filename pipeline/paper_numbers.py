@@ -1,4 +1,4 @@
-"""The paper's reference numbers (METHOD.md section 10 and Table 18 of section 9) as data.
+"""The paper's reference numbers (docs/method.md section 10 and Table 18 of section 9) as data.
 
 Units: annualised returns as decimal fractions (0.84 = 84% a year; the "I20/R20 EW" table, given in
 percent in METHOD, is converted), Sharpe ratios annualised, turnover in percent per month, accuracy

@@ -17,7 +17,6 @@ from pipeline import paths
 from pipeline.config import Config, load_config
 from pipeline.images.store import LABEL_TABLE_COLUMNS, labels_from_returns, write_year
 from pipeline.io import mark_done
-from pipeline.panel.build import panel_settings_hash
 from pipeline.panel.store import PanelMeta, write_panel
 
 
@@ -40,7 +39,6 @@ def make_tiny_experiment(tmp_path: Path, n_stocks: int = 12, overrides: list[str
         "gradcam.n_per_side=3", "gradcam.average_samples=40", *overrides])
     write_panel(paths.panel_dir(cfg), panel, pd.DataFrame({"stock_id": range(n_stocks)}),
                 PanelMeta(source="test", mktcap_is_proxy=True, mktcap_units="$ (proxy)"))
-    mark_done(paths.panel_dir(cfg), panel_settings_hash(cfg))
     px = panel.pivot(index="date", columns="stock_id", values="close")
     me = pd.Series(dates).groupby(dates.to_period("M")).max().to_numpy()
     nxt = (px.loc[me].shift(-1) / px.loc[me] - 1).stack(future_stack=True).rename("ret_month")
@@ -63,4 +61,5 @@ def make_tiny_experiment(tmp_path: Path, n_stocks: int = 12, overrides: list[str
         img = (rng.random((len(ly), 64, 60)) < 0.05).astype(np.uint8) * 255
         img[ly["label_month"].to_numpy() == 1, 0, :] = 255
         write_year(d, year, img, ly)
+    mark_done(d, "hand-made", image_set="I20/month")  # finished; not made by the image stage
     return cfg

@@ -337,7 +337,8 @@ def test_run_gradcam_end_to_end(tmp_path) -> None:
     from pipeline.images.store import ImageSet
     from pipeline.predict.core import predict_run
     from pipeline.train.data import normalise
-    from pipeline.train.loop import load_member, train_run
+    from pipeline.runs import load_ensemble
+    from pipeline.train.loop import train_run
 
     cfg = make_tiny_experiment(tmp_path)
     run = train_run(cfg)
@@ -367,7 +368,7 @@ def test_run_gradcam_end_to_end(tmp_path) -> None:
             for s, d in zip(sel["stock_id"], sel["date"])]
     np.testing.assert_array_equal(z["images"], iset.images(2002)[rows])
     norm = read_json(run / "norm.json")
-    ref = grad_cam(load_member(run, 0), normalise(z["images"], norm["mean"], norm["std"]))
+    ref = grad_cam(load_ensemble(run, [0]).members[0], normalise(z["images"], norm["mean"], norm["std"]))
     for k in range(3):
         np.testing.assert_allclose(z[f"layer_{k + 1}"], ref[k], atol=1e-5)
         assert z[f"layer_{k + 1}"].shape == (6, 64, 60)

@@ -12,7 +12,7 @@ from pipeline.models import TABLE18, ChartCNN, ConvBlock, ModelSpec, count_param
 from pipeline.models.cnn import fuse_for_inference
 from pipeline.models.registry import create_model, list_models, model_spec, register
 
-# (C, H, W) after each block, copied from METHOD.md section 5; flatten size; parameters.
+# (C, H, W) after each block, copied from docs/method.md section 5; flatten size; parameters.
 BASELINES = {
     "I5": ([(64, 16, 15), (128, 8, 15)], 15_360, 155_138),
     "I20": ([(64, 10, 60), (128, 5, 60), (256, 3, 60)], 46_080, 708_866),

@@ -19,7 +19,8 @@ from pipeline.images.store import ImageSet  # noqa: E402
 from pipeline.paths import images_dir  # noqa: E402
 from pipeline.predict.core import predict_run  # noqa: E402
 from pipeline.train.data import normalise  # noqa: E402
-from pipeline.train.loop import load_member, load_norm, train_run  # noqa: E402
+from pipeline.runs import load_ensemble, read_model_card  # noqa: E402
+from pipeline.train.loop import train_run  # noqa: E402
 
 COLUMNS = ["stock_id", "date", "p_up", "p_up_m0", "p_up_m1", "ret_5d", "ret_20d", "ret_60d", "ret_week",
            "ret_month", "ret_quarter", "label", "mktcap", "ewma_vol"]
@@ -57,10 +58,10 @@ def test_predictions_columns_and_values(run):
     assert (df["date"].to_numpy() == lab["date"].to_numpy()).all()
     # p_up = mean of members; each member = softmax(logits)[:, 1] of its best weights
     assert np.allclose(df["p_up"], (df["p_up_m0"] + df["p_up_m1"]) / 2, rtol=0, atol=1e-15)
-    norm = load_norm(rdir)
+    norm = read_model_card(rdir)["norm"]
     x = normalise(s.images(1997)[:50], norm["mean"], norm["std"])
     with torch.no_grad():
-        p1 = torch.softmax(load_member(rdir, 1)(x), 1)[:, 1].numpy()
+        p1 = torch.softmax(load_ensemble(rdir, [1]).members[0](x), 1)[:, 1].numpy()
     assert np.allclose(df["p_up_m1"].to_numpy()[:50], p1, atol=1e-6)
     # the learnt pattern carries over out of sample
     known = df["label"] < 2
@@ -89,14 +90,14 @@ def test_cli_train_and_predict_with_per_year_norm(tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
     from pipeline.paths import run_dir
     rdir = run_dir(cfg)
-    norm = load_norm(rdir)
+    norm = read_model_card(rdir)["norm"]
     assert norm["mode"] == "per_year_first50k" and set(norm["per_year"]) == {"1995", "1996", "1997"}
     s = ImageSet(images_dir(cfg, "I5/week"))
     st = norm["per_year"]["1997"]
     assert st["mean"] == pytest.approx((s.images(1997) / 255.0).mean())
     x = normalise(s.images(1997)[:20], st["mean"], st["std"])
     with torch.no_grad():
-        p = torch.softmax(load_member(rdir, 0)(x), 1)[:, 1].numpy()
+        p = torch.softmax(load_ensemble(rdir, [0]).members[0](x), 1)[:, 1].numpy()
     df = pd.read_parquet(rdir / "predictions.parquet")
     assert np.allclose(df["p_up"].to_numpy()[:20], p, atol=1e-6)
     bad = subprocess.run([sys.executable, "-m", "pipeline.train", "--config", str(path), "--set",

@@ -19,8 +19,8 @@ from pipeline.paths import run_dir  # noqa: E402
 from pipeline.train import loop  # noqa: E402
 from pipeline.train.data import MemmapImages, collate_batch, insample_index  # noqa: E402
 from pipeline.train.ddp import DistInfo  # noqa: E402
-from pipeline.train.loop import (EarlyStopping, Runtime, binary_metrics, load_member, load_norm,  # noqa: E402
-                                 resolve_runtime, train_run)
+from pipeline.runs import load_ensemble, read_model_card  # noqa: E402
+from pipeline.train.loop import EarlyStopping, Runtime, binary_metrics, resolve_runtime, train_run  # noqa: E402
 
 
 def test_early_stopping_scripted_sequence():
@@ -71,7 +71,7 @@ def test_train_run_learns_and_writes_artifacts(trained):
     assert run == run_dir(cfg) and run.name == "I5_R5"
     for f in ("config.yaml", "norm.json", "summary.json", "_TRAIN_DONE.json"):
         assert (run / f).exists(), f
-    norm = load_norm(run)
+    norm = read_model_card(run)["norm"]
     assert 0 < norm["mean"] < 0.2 and norm["std"] > 0
     s = read_json(run / "summary.json")
     assert len(s["members"]) == 2 and s["precision"] == "fp32" and s["device"] == "cpu"
@@ -91,7 +91,7 @@ def test_train_run_learns_and_writes_artifacts(trained):
         ck = torch.load(m / "checkpoint.pt", weights_only=True)
         assert ck["epoch"] == 1 and len(ck["log"]) == 2
     # members differ (own seed -> own split and init)
-    a, b = load_member(run, 0), load_member(run, 1)
+    a, b = load_ensemble(run, [0]).members[0], load_ensemble(run, [1]).members[0]
     assert not torch.equal(a.head[2].weight, b.head[2].weight)
     assert not a.training
 
@@ -107,7 +107,7 @@ def test_train_run_skips_when_done(trained, caplog):
 
 def test_load_member_is_best_weights(trained):
     cfg, run = trained
-    m = load_member(run, 1)
+    m = load_ensemble(run, [1]).members[0]
     sd = torch.load(run / "member_1" / "best.pt", weights_only=True)
     assert all(torch.equal(v, sd[k]) for k, v in m.state_dict().items())
 

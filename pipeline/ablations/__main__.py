@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--table-only", action="store_true",
                             help="write the table from the variants already finished; run nothing")
 
-    run_stage("Table-18 ablations: train, predict and evaluate each variant (METHOD.md section 9)",
+    run_stage("Table-18 ablations: train, predict and evaluate each variant (docs/method.md section 9)",
               body, argv, extra)
 
 

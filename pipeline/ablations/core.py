@@ -1,4 +1,4 @@
-"""Table-18 ablations (METHOD.md section 9): train, predict and evaluate each variant, then tabulate.
+"""Table-18 ablations (docs/method.md section 9): train, predict and evaluate each variant, then tabulate.
 
 Every variant changes only the model (a registry name); data, split, seeds, training settings and the
 ensemble size (``ablations.ensemble``, default the baseline's ``train.ensemble``) are shared.

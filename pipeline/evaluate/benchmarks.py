@@ -1,4 +1,4 @@
-"""Benchmark signals from the canonical panel: MOM, STR, WSTR and TREND (METHOD.md section 7).
+"""Benchmark signals from the canonical panel: MOM, STR, WSTR and TREND (docs/method.md section 7).
 
 Every signal is oriented in its predictive direction (higher = expected better, so decile 10 is the
 long leg), which is why STR and WSTR are *negated* past returns. Signals are computed at the rows

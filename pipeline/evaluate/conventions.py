@@ -1,4 +1,4 @@
-"""Evaluation conventions, stated once and imported everywhere (METHOD.md section 7).
+"""Evaluation conventions, stated once and imported everywhere (docs/method.md section 7).
 
 Every table and figure of the evaluation stage follows these rules; :func:`conventions_text` renders
 them as the note printed under every table, so a reader never has to guess units or signs.
@@ -14,6 +14,21 @@ them as the note printed under every table, so a reader never has to guess units
 - Significance of the H-L mean: t = mean / (sd / sqrt(T)); */**/*** at two-sided 10/5/1%
   (|t| >= 1.645 / 1.96 / 2.576), a project convention.
 - Newey-West t of a mean: Bartlett kernel, floor(4 (T/100)^(2/9)) lags (pipeline.evaluate.statistics).
+- Trading costs of H-L: cost_t = 2 c x TO_t with c = evaluate.cost_bps / 10^4 per side (every
+  dollar bought and every dollar sold pays c; the dollars traded are sum |dw| = 2 TO_t) and TO_t
+  the per-rebalance turnover above (a fraction, at most 2.0), charged to the period formed at t;
+  net_t = H-L_t - cost_t on every date with an H-L return. A date with an H-L return but no TO_t
+  (the first date, or one after a date without a complete H-L portfolio) is charged the turnover
+  of building the position from nothing, 1/2 (1 + 1) = 1.0 (ESTABLISH_TURNOVER); closing a
+  position before such a gap is not charged. Break-even cost = mean(H-L_t) / (2 mean(charged
+  TO_t)) x 10^4, in bp per side: the c at which the mean net return is zero.
+- Cumulative H-L return: the running SUM of per-period returns (not compounded): H-L is a
+  self-financing position and the means above are arithmetic. Maximum drawdown = the largest fall
+  of that sum from its running peak (the peak includes the start, 0 before the first period).
+- Per-year H-L statistics group periods by the calendar year of their formation date.
+- Information coefficient (IC): per rebalance date, the Spearman correlation (average ranks) of the
+  signal with the realised return across stocks; summarised by mean, sd, plain t and Newey-West t
+  over the dates with a defined IC.
 - Sharpe-ratio differences: t = dSR * sqrt(OOS years); one-sided 10/5/1% (1.28 / 1.645 / 2.33).
 """
 
@@ -38,6 +53,19 @@ MIN_STOCKS_PER_DATE = 10
 
 WEIGHTINGS = ("ew", "vw")
 PROXY_LABEL = "dollar-volume-weighted (proxy)"
+
+# Trading costs: the cost charged per period is COST_PER_TURNOVER x (cost in bp / 10^4) x TO_t,
+# with TO_t = 1/2 sum_i |dw_i| (a full replacement of both legs is TO_t = 2.0). The cost is per
+# side: every dollar bought and every dollar sold pays it, and the dollars traded are
+# sum_i |dw_i| = 2 TO_t, hence 2.0 (a full replacement of both legs trades 4 dollars per dollar of
+# each leg and costs 4 x c).
+COST_PER_TURNOVER = 2.0
+# Turnover charged on a date with an H-L return but no TO_t (no position the period before): the
+# formula above with w_{t-1} = 0, 1/2 (sum of long weights + |sum of short weights|) = 1.0.
+ESTABLISH_TURNOVER = 1.0
+BP = 1e-4  # one basis point as a decimal
+# Window (periods) of the rolling mean drawn over the per-date IC bars.
+IC_ROLLING_PERIODS = 12
 
 # Two-sided thresholds (t-stat of a mean) and one-sided thresholds (Sharpe differences).
 STARS_TWO_SIDED = ((2.576, "***"), (1.96, "**"), (1.645, "*"))
@@ -141,3 +169,13 @@ def conventions_text(freq: str, mktcap_is_proxy: bool, weights: tuple[str, ...] 
     if return_column:
         parts.append(f"Holding-period return: {return_column}.")
     return " ".join(parts)
+
+
+def cost_text(cost_bps: float) -> str:
+    """One sentence on how the net-of-cost H-L returns are formed (for notes under tables)."""
+    mult = "" if COST_PER_TURNOVER == 1.0 else f"{COST_PER_TURNOVER:g} x "
+    return (f"Net of cost: {HL} net return = {HL} return - {mult}{cost_bps:g} bp x turnover per "
+            "rebalance (turnover a fraction, at most 2.0; building the position from nothing, on the "
+            f"first date or after a gap, counts {ESTABLISH_TURNOVER:g}); break-even cost = mean {HL} "
+            f"return / ({mult}mean turnover), in bp per side. "
+            f"Cumulative {HL} returns are running sums of per-period returns (not compounded).")

@@ -11,9 +11,18 @@ reads ``paths.run_dir(cfg, model)/predictions.parquet`` and the canonical panel,
                             decile ('1'..'10', 'H-L'), ret (per period, decimal), n (stocks)
     turnover.json           monthly H-L turnover (%) per strategy and weighting
     turnover_by_date.parquet  date, strategy, weighting, turnover (fraction per rebalance)
-    tables/deciles.{csv,md,tex}, tables/deciles_<BENCH>.*, tables/benchmarks.{csv,md,tex}
-    figures/deciles.png, figures/cumulative_hl.png, figures/p_up_hist.png,
-    figures/reliability.png, figures/share_up_by_year.png
+    net_hl_by_date.parquet  the CNN's H-L per date and weighting: date, weighting, gross, turnover,
+                            turnover_charged, cost, net (decimal per period; cost =
+                            evaluate.cost_bps x turnover charged, conventions.py)
+    ic_by_date.parquet      date, ic (Spearman of P(up) with the realised return across stocks), n
+    tables/deciles.{csv,md,tex}, tables/deciles_<BENCH>.*, tables/benchmarks.{csv,md,tex},
+    tables/net_of_cost.* (legs, gross and net H-L, break-even cost, drawdown),
+    tables/hl_by_year.* (H-L per calendar year)
+    figures/deciles.png, figures/cumulative_hl.png (gross and net of cost), figures/p_up_hist.png,
+    figures/reliability.png, figures/share_up_by_year.png, figures/ic.png
+metrics.json, for the CNN and per weighting: ``net_of_cost`` (net return, Sharpe, break-even cost),
+``legs`` (deciles 10 and 1), ``drawdown`` (of the summed H-L return), ``by_year_hl``; and ``ic``
+(mean, sd, t and Newey-West t of the per-date IC).
 metrics.json also holds the calibration (ECE, reliability bins, share up predicted vs realised,
 per year) and, on the synthetic market, ``bayes``: the Bayes-optimal accuracy of exactly the
 evaluated rows and label (pipeline.evaluate.bayes) and the fraction of its gain recovered.
@@ -35,14 +44,14 @@ import pandas as pd
 
 from pipeline import paths
 from pipeline.config import PROCESS_SETTINGS, Config, save_resolved, section_hash
-from pipeline.evaluate import calibration, plots, tables
+from pipeline.evaluate import calibration, hl_analysis, plots, tables
 from pipeline.evaluate.bayes import bayes_bound, gain_recovered, gain_recovered_se
 from pipeline.evaluate.calibration import calibration_summary
 from pipeline.evaluate.benchmarks import benchmark_signals
 from pipeline.evaluate.conventions import (HL, conventions_text, frequency_of_horizon,
-                                           periods_per_year, weighting_label)
+                                           cost_text, periods_per_year, weighting_label)
 from pipeline.evaluate.metrics import (accuracy_cluster_se, classification_metrics, correlations_by_date,
-                                      mean_correlations)
+                                      ic_by_date, ic_summary, mean_correlations)
 from pipeline.evaluate.portfolios import SignalEvaluation, evaluate_signal
 from pipeline.evaluate.statistics import compare_with
 from pipeline.images.store import label_suffix
@@ -183,7 +192,7 @@ def _settings_hash(cfg: Config, pred_path: Path, panel_dir: Path) -> str:
     meta = read_json(panel_dir / "meta.json")
     train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in PROCESS_SETTINGS}
     return section_hash(cfg.evaluate, train, {"predictions": [st.st_size, st.st_mtime_ns],
-                                                  "panel": meta, "synthetic": cfg.synthetic, "version": 4})
+                                                  "panel": meta, "synthetic": cfg.synthetic, "version": 5})
 
 
 def _hl_summary(ev: SignalEvaluation, weights: list[str]) -> dict:
@@ -205,6 +214,35 @@ def hl_series(ev: SignalEvaluation, weighting: str) -> pd.Series:
     r = ev.returns
     s = r[(r["weighting"] == weighting) & (r["decile"] == HL)]
     return s.set_index("date")["ret"].sort_index()
+
+
+def hl_details(ev: SignalEvaluation, weights: list[str], freq: str, cost_bps: float
+               ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Net of cost, legs, drawdown and per-year statistics of one signal's H-L portfolios.
+
+    Returns:
+        (metrics, net, by_year): metrics = {"net_of_cost": {w: ...}, "legs": {w: ...},
+        "drawdown": {w: ...}, "by_year_hl": {w: {"YYYY": ...}}} (pipeline.evaluate.hl_analysis);
+        net = long table date, weighting, gross, turnover, turnover_charged, cost, net (returns
+        decimal per period, turnovers fractions per rebalance; :func:`hl_analysis.net_of_cost`);
+        by_year = :func:`hl_analysis.by_year_performance` (index weighting, year).
+    """
+    out: dict = {"net_of_cost": {}, "legs": {}, "drawdown": {}}
+    nets = []
+    for w in weights:
+        gross = hl_series(ev, w)
+        t = ev.turnover[ev.turnover["weighting"] == w]
+        net = hl_analysis.net_of_cost(gross, t.set_index("date")["turnover"], cost_bps)
+        nets.append(net.reset_index().assign(weighting=w))
+        out["net_of_cost"][w] = hl_analysis.net_of_cost_summary(net, freq, cost_bps)
+        out["legs"][w] = hl_analysis.leg_summary(ev.performance, w)
+        out["drawdown"][w] = hl_analysis.max_drawdown(gross)
+    by_year = hl_analysis.by_year_performance(ev.returns, freq)
+    out["by_year_hl"] = hl_analysis.by_year_dict(by_year)
+    cols = ["date", "weighting", "gross", "turnover", "turnover_charged", "cost", "net"]
+    net_long = (pd.concat(nets, ignore_index=True)[cols] if nets
+                else pd.DataFrame(columns=cols))
+    return out, net_long, by_year
 
 
 def versus_benchmarks(evals: dict[str, SignalEvaluation], weights: list[str], freq: str) -> dict:
@@ -310,7 +348,9 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
         bayes["gain_recovered"] = gain_recovered(cls["accuracy"], bayes["accuracy"])
         bayes["gain_recovered_se"] = gain_recovered_se(cls["accuracy"], acc_se, bayes["accuracy"],
                                                        bayes["stderr"])
-    corr = mean_correlations(correlations_by_date(df, "p_up", "ret"))
+    corr_by_date = correlations_by_date(df, "p_up", "ret")
+    corr = mean_correlations(corr_by_date)
+    ic = ic_by_date(corr_by_date)  # the IC is the per-date Spearman: its mean is metrics["spearman"]
     members = []
     for c in sorted((c for c in df.columns if c.startswith("p_up_m")), key=lambda s: int(s[6:])):
         m = classification_metrics(df[c].to_numpy(), df["ret"].to_numpy())
@@ -335,6 +375,8 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
     label = f"{model_name}/R{horizon}"
     summaries = {name: _hl_summary(ev, weights) for name, ev in evals.items()}
     cnn = summaries["CNN"]
+    cost_bps = float(cfg.evaluate.cost_bps)
+    details, net_long, by_year = hl_details(evals["CNN"], weights, freq, cost_bps)
     metrics = {
         "run": paths.run_name(cfg, model), "model": model_name, "horizon": horizon,
         "frequency": freq, "return_column": ret_col, "universe": universe,
@@ -355,6 +397,8 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
         "n_dates_corr": corr["n_dates"], "n_dates_corr_undefined": corr["n_dates_undefined"],
         "members": members,
         "strategies": summaries,
+        **details,
+        "ic": ic_summary(ic),
         "conventions": note,
         "paper": classification_reference(model_name, horizon, cfg.train.split),
     }
@@ -376,6 +420,8 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
     write_parquet(out_dir / "portfolios.parquet", port)
     write_parquet(out_dir / "turnover_by_date.parquet",
                   pd.concat(tos, ignore_index=True)[["date", "strategy", "weighting", "turnover"]])
+    write_parquet(out_dir / "net_hl_by_date.parquet", net_long)
+    write_parquet(out_dir / "ic_by_date.parquet", ic)
     write_json(out_dir / "turnover.json", _nan_to_none({
         "unit": "% per month (mean per-rebalance H-L turnover x4 weekly, x1 monthly, /3 quarterly)",
         "frequency": freq,
@@ -425,11 +471,28 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
     tables.write_table(bnum, tables.format_benchmark_table(bnum), tdir / "benchmarks", bnote,
                        f"H-L portfolios: CNN {label} vs benchmarks ({universe} stocks)")
 
+    cnum = tables.net_of_cost_table(details["net_of_cost"], details["legs"], details["drawdown"], proxy,
+                                    weights)
+    tables.write_table(cnum, tables.format_net_of_cost_table(cnum), tdir / "net_of_cost",
+                       note + " " + cost_text(cost_bps) + " Legs: the High and Low decile portfolios "
+                       "held long. Drawdown dates are formation dates of the periods ending at the "
+                       "peak and the trough.",
+                       f"CNN {label}: H-L legs, net of {cost_bps:g} bp per side, drawdown "
+                       f"({universe} stocks)")
+    ynum = tables.by_year_table(by_year, proxy, weights)
+    tables.write_table(ynum, tables.format_by_year_table(ynum), tdir / "hl_by_year",
+                       note + " Years are calendar years of the formation date; returns are "
+                       "annualised with the full-year factor; */**/*** from the plain t.",
+                       f"CNN {label}: H-L portfolio by year ({universe} stocks)")
+
     fdir = out_dir / "figures"
     write_figure(fdir / "deciles.png", plots.decile_bars(
         evals["CNN"].performance, proxy, f"CNN {label}: annualised decile returns", weights))
     write_figure(fdir / "cumulative_hl.png", plots.cumulative_hl(
-        evals["CNN"].returns, proxy, f"CNN {label}: cumulative H-L return", weights))
+        evals["CNN"].returns, proxy, f"CNN {label}: cumulative H-L return", weights,
+        net=net_long, cost_bps=cost_bps))
+    write_figure(fdir / "ic.png", plots.ic_bars(
+        ic, title=f"CNN {label}: information coefficient per {freq}").figure)
     write_figure(fdir / "reliability.png", plots.reliability_diagram(
         pd.DataFrame(calib["bins"]), label=f"CNN {label}").figure)
     write_figure(fdir / "share_up_by_year.png", plots.share_up_by_year(years_tab).figure)

@@ -1,4 +1,4 @@
-"""Classification metrics and signal-return correlations (METHOD.md section 7).
+"""Classification metrics and signal-return correlations (docs/method.md section 7).
 
 All functions take plain arrays or a long DataFrame with one row per (stock, date) and drop rows
 whose realised return is missing, as METHOD 3.2 prescribes for evaluation.
@@ -7,9 +7,12 @@ whose realised return is missing, as METHOD 3.2 prescribes for evaluation.
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import pandas as pd
+
+from pipeline.evaluate.statistics import newey_west_t
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +113,42 @@ def mean_correlations(by_date: pd.DataFrame) -> dict:
     return {"spearman": float(by_date.loc[ok, "spearman"].mean()) if ok.any() else float("nan"),
             "pearson": float(by_date.loc[ok, "pearson"].mean()) if ok.any() else float("nan"),
             "n_dates": int(ok.sum()), "n_dates_undefined": int((~ok).sum())}
+
+
+def ic_by_date(by_date: pd.DataFrame) -> pd.DataFrame:
+    """The per-date information coefficient: the Spearman column of :func:`correlations_by_date`.
+
+    Returns:
+        DataFrame with columns date (sorted), ic (Spearman correlation of the signal with the
+        realised return across the date's stocks; NaN when undefined) and n (stocks used).
+    """
+    return pd.DataFrame({"date": by_date.index.to_numpy(), "ic": by_date["spearman"].to_numpy(np.float64),
+                         "n": by_date["n"].to_numpy(np.int64)})
+
+
+def ic_summary(ic: pd.DataFrame) -> dict:
+    """Mean, sd and t-statistics of the per-date IC over the dates where it is defined.
+
+    Args:
+        ic: from :func:`ic_by_date` (rows in date order).
+    Returns:
+        {"mean", "sd" (ddof=1), "t" (mean / (sd / sqrt(T))), "t_nw" (Newey-West, in date order),
+        "ir" (mean / sd, per period, not annualised), "n_dates", "n_dates_undefined",
+        "mean_n_stocks"}; NaN where undefined.
+    """
+    d = ic.sort_values("date", kind="stable")  # the Newey-West t needs the dates in order
+    x = d["ic"].to_numpy(np.float64)
+    ok = np.isfinite(x)
+    v = x[ok]
+    n = len(v)
+    nan = float("nan")
+    mean = float(v.mean()) if n else nan
+    sd = float(v.std(ddof=1)) if n > 1 else nan
+    pos = n > 1 and sd > 0
+    return {"mean": mean, "sd": sd, "t": mean / (sd / math.sqrt(n)) if pos else nan,
+            "t_nw": newey_west_t(v), "ir": mean / sd if pos else nan, "n_dates": int(n),
+            "n_dates_undefined": int((~ok).sum()),
+            "mean_n_stocks": float(d["n"].to_numpy()[ok].mean()) if n else nan}
 
 
 def accuracy_cluster_se(p_up: np.ndarray, ret: np.ndarray, dates: np.ndarray) -> float:

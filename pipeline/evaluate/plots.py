@@ -14,7 +14,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from pipeline.evaluate.conventions import DECILES, HL, decile_label, weighting_label  # noqa: E402
+from pipeline.evaluate.conventions import (DECILES, HL, IC_ROLLING_PERIODS, decile_label,  # noqa: E402
+                                           weighting_label)
+from pipeline.evaluate.hl_analysis import cumulative_return  # noqa: E402
 
 
 def decile_bars(perf: pd.DataFrame, mktcap_is_proxy: bool, title: str = "",
@@ -43,18 +45,27 @@ def decile_bars(perf: pd.DataFrame, mktcap_is_proxy: bool, title: str = "",
 
 
 def cumulative_hl(returns: pd.DataFrame, mktcap_is_proxy: bool, title: str = "",
-                  weights: tuple[str, ...] | list[str] = ("ew", "vw")) -> Figure:
-    """Cumulative sum of per-period H-L returns over time (arithmetic, in %), one line per weighting.
+                  weights: tuple[str, ...] | list[str] = ("ew", "vw"),
+                  net: pd.DataFrame | None = None, cost_bps: float | None = None) -> Figure:
+    """Cumulative H-L return over time, one line per weighting: the running sum of per-period
+    returns (conventions: summed, not compounded; :func:`hl_analysis.cumulative_return`), in %.
 
     Args:
         returns: long table date, weighting, decile, ret (from evaluate_signal).
+        net: optional long table date, weighting, net (per-period net-of-cost H-L return, NaN where
+            undefined), drawn dashed in the colour of the gross line; ``cost_bps`` labels it.
     """
     fig, ax = plt.subplots(figsize=(8, 4))
     for w in weights:
         s = returns[(returns["weighting"] == w) & (returns["decile"] == HL)]
-        s = s.sort_values("date")
-        ax.plot(pd.to_datetime(s["date"]), s["ret"].cumsum().to_numpy() * 100,
-                label=weighting_label(w, mktcap_is_proxy))
+        c = cumulative_return(s.set_index(pd.to_datetime(s["date"]))["ret"])
+        (line,) = ax.plot(c.index, c.to_numpy() * 100, label=weighting_label(w, mktcap_is_proxy))
+        if net is not None:
+            n = net[net["weighting"] == w]
+            cn = cumulative_return(n.set_index(pd.to_datetime(n["date"]))["net"])
+            lab = f"{weighting_label(w, mktcap_is_proxy)}, net of " + (
+                f"{cost_bps:g} bp" if cost_bps is not None else "costs")
+            ax.plot(cn.index, cn.to_numpy() * 100, ls="--", color=line.get_color(), label=lab)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_ylabel("cumulative H-L return (%, summed)")
     ax.set_title(title or "Long-short (High minus Low) portfolio")
@@ -123,4 +134,34 @@ def share_up_by_year(table: pd.DataFrame, ax=None):  # noqa: ANN001, ANN201
     ax.set_xlabel("year")
     ax.set_title("Share up by year: predicted vs realised")
     ax.legend(frameon=False, fontsize=8)
+    return ax
+
+
+def ic_bars(ic: pd.DataFrame, ax=None, window: int = IC_ROLLING_PERIODS, title: str = ""):  # noqa: ANN001, ANN201
+    """Per-date information coefficient as bars with its ``window``-period rolling mean as a line
+    (the line starts once ``window`` defined ICs are available). Returns the Axes.
+
+    Args:
+        ic: DataFrame with date and ic (Spearman, per rebalance date; from metrics.ic_by_date).
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.5))
+    d = ic.assign(date=pd.to_datetime(ic["date"])).sort_values("date")
+    s = d.set_index("date")["ic"]
+    # Bar width in days: most of the typical spacing between rebalance dates.
+    step = float(np.median(np.diff(s.index.to_numpy()).astype("timedelta64[s]").astype(float))
+                 / 86400.0) if len(s) > 1 else 1.0
+    vals = s.to_numpy(dtype=float)
+    ax.bar(s.index, np.nan_to_num(vals), width=0.8 * step,
+           color=np.where(vals >= 0, "tab:blue", "tab:red"), alpha=0.6, label="IC per date")
+    roll = s.dropna().rolling(window, min_periods=window).mean().dropna()
+    ax.plot(roll.index, roll.to_numpy(), color="black", lw=1.5, label=f"{window}-period rolling mean")
+    ax.axhline(0, color="black", lw=0.8)
+    mean = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+    if np.isfinite(mean):
+        ax.axhline(mean, color="0.4", lw=0.8, ls="--", label=f"mean {mean:.3f}")
+    ax.set_ylabel("Spearman IC")
+    ax.set_title(title or "Information coefficient: Spearman(P(up), realised return) per date")
+    ax.legend(frameon=False, fontsize=8)
+    ax.figure.autofmt_xdate()
     return ax

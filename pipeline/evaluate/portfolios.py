@@ -1,4 +1,4 @@
-"""Decile portfolios, long-short returns, performance statistics and turnover (METHOD.md section 7).
+"""Decile portfolios, long-short returns, performance statistics and turnover (docs/method.md section 7).
 
 One code path serves the CNN and every benchmark: give it a long table (one row per stock and
 rebalance date) with a signal, the realised next-period return and the formation cap.

@@ -168,6 +168,114 @@ def format_benchmark_table(num: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def by_year_table(by_year: pd.DataFrame, mktcap_is_proxy: bool,
+                  weights: tuple[str, ...] | list[str] = ("ew", "vw")) -> pd.DataFrame:
+    """Numeric per-year H-L table.
+
+    Args:
+        by_year: from :func:`pipeline.evaluate.hl_analysis.by_year_performance`, index
+            (weighting, year).
+    Returns:
+        DataFrame indexed by year (int, sorted); for each weighting (prefix EW/VW/DVW) the columns
+        '{p} ret' (annualised mean, decimal), '{p} SR', '{p} t', '{p} NW t' and '{p} n' (periods).
+    """
+    years = sorted({int(y) for _, y in by_year.index}) if len(by_year) else []
+    cols: dict[str, list[float]] = {}
+    for w in weights:
+        p = weighting_short(w, mktcap_is_proxy)
+        for col, name in (("ann_ret", "ret"), ("sharpe", "SR"), ("t_stat", "t"), ("t_nw", "NW t"),
+                          ("n_periods", "n")):
+            cols[f"{p} {name}"] = [_get(by_year, w, y, col) for y in years]
+    return pd.DataFrame(cols, index=pd.Index(years, name="year"))
+
+
+def format_by_year_table(num: pd.DataFrame) -> pd.DataFrame:
+    """Strings: returns 3 decimals with stars from the plain t, SR and t 2 decimals, n an integer."""
+    out = pd.DataFrame(index=num.index, columns=num.columns, dtype=object)
+    for c in num.columns:
+        for r in num.index:
+            v = num.at[r, c]
+            if c.endswith(" n"):
+                s = "" if not np.isfinite(v) else f"{int(v)}"
+            elif c.endswith(" ret"):
+                s = _fmt(v, 3)
+                if s:
+                    s += stars(num.at[r, c[:-len("ret")] + "t"])
+            else:
+                s = _fmt(v, 2)
+            out.at[r, c] = s
+    return out
+
+
+NET_ROW_LABELS = {
+    "long_ret": "Long leg (High) ret", "long_sr": "Long leg (High) SR",
+    "short_ret": "Short leg (Low) ret", "short_sr": "Short leg (Low) SR",
+    "gross_ann_ret": "H-L ret, gross", "gross_sharpe": "H-L SR, gross",
+    "mean_turnover": "Turnover charged per rebalance (fraction)", "cost_bps": "Cost per side (bp)",
+    "cost_ann": "Cost, annualised", "net_ann_ret": "H-L ret, net", "net_sharpe": "H-L SR, net",
+    "net_t": "H-L net t-stat", "net_t_nw": "H-L net Newey-West t",
+    "break_even_bps": "Break-even cost (bp per side)", "n_periods": "Periods",
+    "max_drawdown": "Max drawdown (summed)", "peak_date": "Drawdown peak",
+    "trough_date": "Drawdown trough",
+}
+
+
+def net_of_cost_table(net: dict[str, dict], legs: dict[str, dict], drawdown: dict[str, dict],
+                      mktcap_is_proxy: bool,
+                      weights: tuple[str, ...] | list[str] = ("ew", "vw")) -> pd.DataFrame:
+    """The H-L portfolio in one table: its legs, gross and net-of-cost figures, the break-even cost
+    and the maximum drawdown.
+
+    Args:
+        net, legs, drawdown: weighting -> :func:`hl_analysis.net_of_cost_summary`,
+            :func:`hl_analysis.leg_summary`, :func:`hl_analysis.max_drawdown` of that weighting.
+    Returns:
+        DataFrame indexed by the labels of NET_ROW_LABELS, one column per weighting (EW/VW/DVW);
+        returns and costs annualised decimals, the two date rows ISO strings (object column).
+    """
+    cols = {}
+    for w in weights:
+        n, lg, dd = net.get(w, {}), legs.get(w, {}), drawdown.get(w, {})
+        vals = {"long_ret": lg.get("long", {}).get("ann_ret"), "long_sr": lg.get("long", {}).get("sharpe"),
+                "short_ret": lg.get("short", {}).get("ann_ret"),
+                "short_sr": lg.get("short", {}).get("sharpe"), **n,
+                **{k: dd.get(k) for k in ("max_drawdown", "peak_date", "trough_date")}}
+        col = []
+        for key in NET_ROW_LABELS:
+            v = vals.get(key)
+            col.append(v if isinstance(v, str) else (np.nan if v is None else float(v)))
+        cols[weighting_short(w, mktcap_is_proxy)] = col
+    return pd.DataFrame(cols, index=pd.Index(list(NET_ROW_LABELS.values()), name="statistic"),
+                        dtype=object)
+
+
+def format_net_of_cost_table(num: pd.DataFrame) -> pd.DataFrame:
+    """Strings: returns 3 decimals (net return with stars from the net t), SR/t 2, bp 1, counts 0."""
+    out = pd.DataFrame(index=num.index, columns=num.columns, dtype=object)
+    lab = NET_ROW_LABELS
+    for c in num.columns:
+        for r in num.index:
+            v = num.at[r, c]
+            if isinstance(v, str):
+                s = v
+            elif v is None or not np.isfinite(v):
+                s = ""
+            elif r == lab["n_periods"]:
+                s = f"{int(v)}"
+            elif r in (lab["cost_bps"], lab["break_even_bps"]):
+                s = f"{v:.1f}"
+            elif r in (lab["long_sr"], lab["short_sr"], lab["gross_sharpe"], lab["net_sharpe"],
+                       lab["net_t"], lab["net_t_nw"], lab["mean_turnover"]):
+                s = _fmt(float(v), 2)
+            else:
+                s = _fmt(float(v), 3)
+                if r == lab["net_ann_ret"]:
+                    t = num.at[lab["net_t"], c]
+                    s += stars(float(t)) if t is not None and not isinstance(t, str) else ""
+            out.at[r, c] = s
+    return out
+
+
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table of a string DataFrame (index becomes the first column)."""
     head = [str(df.index.name or "")] + [str(c) for c in df.columns]

@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> None:
         out = run_gradcam(cfg)
         log.info("gradcam artifacts in %s", out)
 
-    run_stage("Grad-CAM maps and the Figure-12 panel of the run (METHOD.md section 8)", body, argv)
+    run_stage("Grad-CAM maps and the Figure-12 panel of the run (docs/method.md section 8)", body, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Grad-CAM for the chart CNN (METHOD.md section 8), on plain framework hooks.
+"""Grad-CAM for the chart CNN (docs/method.md section 8), on plain framework hooks.
 
 For one conv block with activation maps ``A`` of shape (N, K, h, w) and the scalar score ``y^c`` (the
 pre-softmax logit of class c)::
@@ -342,7 +342,8 @@ def run_gradcam(cfg) -> Path:
                              write_parquet)
     from pipeline.train.data import norm_for_year
     from pipeline.train.ddp import resolve_device
-    from pipeline.train.loop import load_member, load_norm, set_threads
+    from pipeline.runs import load_ensemble
+    from pipeline.train.loop import set_threads
 
     run = paths.run_dir(cfg)
     out = paths.gradcam_dir(cfg)
@@ -373,8 +374,9 @@ def run_gradcam(cfg) -> Path:
     members = member_indices(run)
     if gc.members == "first":
         members = members[:1]
-    models = [load_member(run, i) for i in members]
-    mean, std = norm_for_year(load_norm(run), year)  # per-year statistics when the run used them
+    ens = load_ensemble(run, members)
+    models = ens.members
+    mean, std = norm_for_year(ens.norm, year)  # per-year statistics when the run used them
     device = resolve_device(cfg.train.device)
     if device.type == "cpu":
         set_threads(cfg.train)

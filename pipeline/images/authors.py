@@ -1,4 +1,4 @@
-"""The authors' published image files, both ways (METHOD.md 4.5).
+"""The authors' published image files, both ways (docs/method.md 4.5).
 
 Their layout, per year::
 

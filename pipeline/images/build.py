@@ -1,4 +1,4 @@
-"""Build one image set (``"I{W}/{freq}"``) from the canonical panel (METHOD.md 2-3).
+"""Build one image set (``"I{W}/{freq}"``) from the canonical panel (docs/method.md 2-3).
 
 Plan (this process, once):
     read the panel's keys (stock_id, date, ret, mktcap) for all years, check the contract,
@@ -503,7 +503,7 @@ def _build(cfg: Config, image_set: str, executor: Executor, panel_dir: Path, out
     t3 = time.perf_counter()
     timing = {"plan_s": round(t1 - t0, 2), "render_s": round(t2 - t1, 2),
               "merge_s": round(t3 - t2, 2)}
-    mark_done(out_dir, h, image_set=image_set, n_images=total,
+    mark_done(out_dir, h, image_set=image_set, built_from="panel", n_images=total,
               n_rejected=int(sum(sum(v.values()) for v in rejections.values())), **timing)
     shutil.rmtree(parts_dir, ignore_errors=True)
     log.info("%s: %d images in %.1f s (%s)", image_set, total, t3 - t0, timing)

@@ -1,4 +1,4 @@
-"""Per-image labels (METHOD.md 3): future returns, EWMA volatility, market cap, up/down codes.
+"""Per-image labels (docs/method.md 3): future returns, EWMA volatility, market cap, up/down codes.
 
 All functions take the panel as flat arrays in (stock_id, date) order with per-stock ``offsets``
 (see :mod:`pipeline.images.windows`) and are computed over each stock's **whole** history, so a

@@ -1,4 +1,4 @@
-"""Vectorised OHLC chart renderer (METHOD.md section 2; shared/golden/README.md sections 2-3).
+"""Vectorised OHLC chart renderer (docs/method.md section 2; shared/golden/README.md sections 2-3).
 
 Reproduces the authors' renderer (``adjust_price`` + pandas rolling MA + PIL drawing) byte for byte
 (all 891 golden cases), but for a whole batch of windows at once: every step is a numpy operation

@@ -1,4 +1,4 @@
-"""Sampling windows for the chart images (METHOD.md 2.7, 2.9): period ends, candidates, blocks.
+"""Sampling windows for the chart images (docs/method.md 2.7, 2.9): period ends, candidates, blocks.
 
 Everything here works on a panel held as flat, row-aligned numpy arrays sorted by
 ``(stock_id, date)`` (the canonical panel order), with per-stock row ranges given by *offsets*.

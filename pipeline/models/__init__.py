@@ -1,4 +1,4 @@
-"""CNN models (METHOD.md section 5) and the registry of named variants (section 9)."""
+"""CNN models (docs/method.md section 5) and the registry of named variants (section 9)."""
 
 from pipeline.models.cnn import (ChartCNN, ConvBlock, ModelSpec, count_parameters, fuse_for_inference,
                                  macs_per_image)

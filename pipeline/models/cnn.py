@@ -1,4 +1,4 @@
-"""The paper's chart CNN (METHOD.md section 5), one configurable class for every Table-18 variant.
+"""The paper's chart CNN (docs/method.md section 5), one configurable class for every Table-18 variant.
 
 A model is a stack of ``n_blocks`` :class:`ConvBlock` (conv -> batch norm -> activation -> max pool)
 followed by ``head = Sequential(Flatten, Dropout, Linear(fc_in, 2))`` returning **logits** (no softmax;

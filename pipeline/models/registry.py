@@ -1,7 +1,7 @@
 """Model registry (timm-style): every model the pipeline can train, by name.
 
     create_model("I20")            -> the paper's I20 baseline ChartCNN
-    create_model("I20-nobn")       -> a Table-18 variant (METHOD.md section 9)
+    create_model("I20-nobn")       -> a Table-18 variant (docs/method.md section 9)
     list_models()                  -> all registered names
     TABLE18                        -> the Table-18 rows in the paper's order, first the baseline
 

@@ -22,7 +22,7 @@ def _body(cfg: Config, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_stage("Build the canonical daily price panel (METHOD.md section 4).", _body, argv, _extra)
+    run_stage("Build the canonical daily price panel (docs/method.md section 4).", _body, argv, _extra)
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def build_panel(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, PanelMeta]:
 
 
 def bayes_accuracy_dict(table: pd.DataFrame) -> dict[str, float]:
-    """``synthetic.bayes_accuracy`` table -> ``{"5": acc, "20": acc, ...}`` (INTERFACES.md).
+    """``synthetic.bayes_accuracy`` table -> ``{"5": acc, "20": acc, ...}`` (docs/interfaces.md).
 
     Accepts a ``horizon`` column (or index) and an ``accuracy`` column; horizon labels that are not
     integers (e.g. ``month``) are kept as strings.

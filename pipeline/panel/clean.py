@@ -1,4 +1,4 @@
-"""Validation and cleaning shared by every panel adapter (METHOD.md 2.7, 3.5, 4.1-4.6).
+"""Validation and cleaning shared by every panel adapter (docs/method.md 2.7, 3.5, 4.1-4.6).
 
 Two halves:
 

@@ -1,4 +1,4 @@
-"""CRSP daily stock file adapter (METHOD.md 4.1).
+"""CRSP daily stock file adapter (docs/method.md 4.1).
 
 Input: a CSV (optionally compressed) or Parquet export with the WRDS names
 ``PERMNO, date, OPENPRC, ASKHI, BIDLO, PRC, VOL, RET, SHROUT, EXCHCD, SHRCD`` (any letter case;

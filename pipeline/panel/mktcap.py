@@ -1,4 +1,4 @@
-"""Market-capitalisation proxy for free data (METHOD.md 3.5).
+"""Market-capitalisation proxy for free data (docs/method.md 3.5).
 
 Free sources have no shares outstanding, so value weights use
 

@@ -1,4 +1,4 @@
-"""Stooq adapters (METHOD.md 4.2, 4.3): three layouts of the same data, detected from the path.
+"""Stooq adapters (docs/method.md 4.2, 4.3): three layouts of the same data, detected from the path.
 
 * ``bulk``: Stooq's bulk download, a folder searched recursively for ``*.txt`` with the header
   ``<TICKER>,<PER>,<DATE>,<TIME>,<OPEN>,<HIGH>,<LOW>,<CLOSE>,<VOL>,<OPENINT>`` (DATE YYYYMMDD,

@@ -1,4 +1,4 @@
-"""Yahoo-style CSV adapter (METHOD.md 4.4).
+"""Yahoo-style CSV adapter (docs/method.md 4.4).
 
 A folder of per-ticker files ``<TICKER>.csv`` (or one such file) with the header
 ``Date,Open,High,Low,Close,Adj Close,Volume``; ticker = file stem (upper case). Yahoo writes

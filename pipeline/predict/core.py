@@ -5,7 +5,7 @@
 P(up) = softmax(logits)[:, 1] of each member (eval mode, best weights), mapped through the member's
 validation-fitted calibration when ``train.calibration`` is not "none"; the ensemble P(up) is the
 mean over members (METHOD 6). Every image of the test years gets a row, including those with a
-missing label (label 2), so evaluation decides what to drop. Columns (INTERFACES.md):
+missing label (label 2), so evaluation decides what to drop. Columns (docs/interfaces.md):
 stock_id int32, date datetime64, p_up float64, p_up_m0..p_up_m{k-1} float64, ret_5d, ret_20d,
 ret_60d, ret_week, ret_month, ret_quarter float64, label int8 (the run's horizon; 2 = missing),
 mktcap float64, ewma_vol float64.
@@ -34,8 +34,8 @@ from pipeline.models.cnn import ChartCNN, fuse_for_inference
 from pipeline.train import ddp
 from pipeline.train.data import norm_for_year, normalise, oos_years
 from pipeline.train.calibration import apply_calibration
-from pipeline.train.loop import (Runtime, load_calibration, load_member, load_norm, resolve_runtime,
-                                 run_config, set_threads)
+from pipeline.runs import MODEL_CARD, ModelArtifactError, load_ensemble, read_model_card
+from pipeline.train.loop import Runtime, resolve_runtime, run_config, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,9 @@ def predict_parts(rc: Config, members: list[int], rt: Runtime) -> list[int]:
     t = rc.train
     run = paths.run_dir(rc)
     image_set = ImageSet(paths.images_dir(rc, t.image_set))
-    norm = load_norm(run)
-    trained = {i: read_json(marker_path(run / f"member_{i}"))["hash"] for i in members}
+    card = read_model_card(run)
+    norm = card["norm"]
+    trained = {i: card["members"][i]["trained"] for i in members}
     models: dict[int, ChartCNN] = {}
     busy: set[int] = set()
     for y in progress(oos_years(rc, image_set), desc=f"predict m{members}", mininterval=5.0):
@@ -135,7 +136,7 @@ def predict_parts(rc: Config, members: list[int], rt: Runtime) -> list[int]:
                              f"{n_labels} label rows")
         for i in todo:
             if i not in models:
-                models[i] = load_member(run, i)
+                models[i] = load_ensemble(run, [i]).members[0]
         mean, std = norm_for_year(norm, y)
         probs = predict_proba([models[i] for i in todo], imgs, mean, std, rt,
                               rc.evaluate.predict_batch_size, desc=f"{y} m{todo}")
@@ -183,7 +184,10 @@ def predict_run(cfg: Config, model: str | None = None) -> Path:
              + remove_stale_temps(run, f".{out.name}.*.tmp", recursive=False))
         if n:
             log.info("removed %d temporary file(s) left in %s by an interrupted run", n, run)
-        trained = [read_json(marker_path(run / f"member_{i}"))["hash"] for i in range(k)]
+        trained = [m["trained"] for m in read_model_card(run)["members"]]
+        if len(trained) != k:
+            raise ModelArtifactError(f"{run / MODEL_CARD} lists {len(trained)} members but "
+                                     f"train.ensemble is {k}: run `make train`")
         left = [i for i in range(k) if not all(
             _part_done(run, i, y, member_part_key(trained[i], y, image_set.count(y), rt.precision))
             for y in years)]
@@ -210,7 +214,7 @@ def _write_predictions(rc: Config, run: Path, image_set: ImageSet, years: list[i
     """Assemble predictions.parquet from the member parts, one row group per test year; the rows."""
     t = rc.train
     suffix = label_suffix(t.horizon, t.label_return)
-    calibrations = ([load_calibration(run, i) for i in range(t.ensemble)]
+    calibrations = ([m["calibration"] for m in read_model_card(run)["members"]]
                     if t.calibration != "none" else None)
     rows = 0
     with atomic_path(out) as tmp:

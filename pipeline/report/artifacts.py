@@ -1,6 +1,6 @@
 """Loaders for every stage's artifacts, shared by the report and the notebooks.
 
-Each loader reads one stage's documented artifacts (ARCHITECTURE.md, INTERFACES.md) and returns a
+Each loader reads one stage's documented artifacts (ARCHITECTURE.md, docs/interfaces.md) and returns a
 small typed object, or ``None`` when the stage has not been run, so a caller can say "not run"
 instead of failing. Nothing here computes a result a stage already computed: the report and the
 notebooks only *read* metrics, tables and figures; the only derived quantities are counts and

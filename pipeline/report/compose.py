@@ -407,8 +407,11 @@ def stage_table_block(t: StageTable, caption: str | None = None, highlight: tupl
 EVAL_FIGURE_CAPTIONS = {
     "deciles": "Annualised return of each decile portfolio sorted on P(up) (evaluation stage).",
     "cumulative_hl": "Cumulative return of the CNN's long-short (High minus Low decile) portfolio, out "
-                     "of sample (evaluation stage).",
+                     "of sample: running sum of per-period returns, gross (solid) and net of trading "
+                     "costs (dashed, where drawn) (evaluation stage).",
     "p_up_hist": "Distribution of the ensemble's out-of-sample P(up) (evaluation stage).",
+    "ic": "Information coefficient per rebalance date: Spearman correlation of P(up) with the realised "
+          "return across stocks (bars), with its 12-period rolling mean (evaluation stage).",
 }
 
 
@@ -477,6 +480,12 @@ def section_portfolios(exp: Experiment, config_ref: str) -> Section:
     else:
         sec.status = "partial"
         sec.blocks.append(note("The evaluation wrote no tables/deciles.md or .csv."))
+    # Net of trading costs, legs, drawdown and the per-year split, as the stage formatted them
+    # (absent in evaluations written before they existed).
+    for stem in ("net_of_cost", "hl_by_year"):
+        extra = _eval_table(e, stem)
+        if extra is not None:
+            sec.blocks.append(stage_table_block(extra))
     if e.turnover:
         rows = {k: v for k, v in e.turnover.items() if isinstance(v, dict)}
         if rows:

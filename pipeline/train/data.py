@@ -4,7 +4,7 @@ Nothing here loads all years into memory: the in-sample pool is an *index* of (y
 triples into the image set's per-year memory maps (``pipeline.images.store.ImageSet``), and
 :class:`MemmapImages` reads one batch of rows at a time.
 
-Selection of the in-sample pool (METHOD.md 3.2, 3.4):
+Selection of the in-sample pool (docs/method.md 3.2, 3.4):
     1. years from ``pipeline.config.split_years(cfg.train)`` (in-sample range) present in the set;
     2. label = ``label_<suffix>``, suffix = ``store.label_suffix(horizon, label_return)``;
        drop label 2 (missing return) unless ``reproduce_nan_as_down`` (then 2 -> 0, the reference

@@ -1,7 +1,8 @@
-"""Training an ensemble of chart CNNs (METHOD.md section 6).
+"""Training an ensemble of chart CNNs (docs/method.md section 6).
 
-    train_run(cfg, model=None) -> run dir       every member, resumable, skipped when done
-    load_member(run_dir, i) -> ChartCNN         eval mode, best (restored) weights
+    train_run(cfg, model=None) -> run dir       every member, resumable, skipped when done;
+                                                writes the run's model card (pipeline.runs), from
+                                                which pipeline.runs.load_ensemble loads it
 
 Per member i (seed = cfg.train.seed + i): its own random 70/30 split of the in-sample pool and its
 own initialisation; cross-entropy, Adam (lr 1e-5, no weight decay), batch 128 shuffled, at most
@@ -11,7 +12,7 @@ Every epoch is checkpointed (model, optimizer, early-stopping state, best weight
 epoch's randomness (shuffle, dropout) is seeded from (member seed, epoch), so an interrupted run
 resumes where it stopped and ends with the same weights as an uninterrupted one.
 
-Run-dir layout: see INTERFACES.md ("Run"). Epochs are numbered from 0.
+Run-dir layout: see docs/interfaces.md ("Run"). Epochs are numbered from 0.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from torch.nn import functional as F
 
@@ -43,6 +43,7 @@ from pipeline.io import (StaleInputError, atomic_path, atomic_write_text, folder
 from pipeline.models.cnn import ChartCNN
 from pipeline.models.registry import create_model, model_spec
 from pipeline.procs import plan_workers, run_jobs, threads_per_worker, usable_cores
+from pipeline.runs import MODEL_CARD, write_model_card
 from pipeline.train import ddp
 from pipeline.train.calibration import base_rate_logit, fit_calibration, validation_logits
 from pipeline.train.data import (MemmapImages, SampleIndex, collate_batch, compute_norm, insample_index,
@@ -376,14 +377,6 @@ def calibrate_member(t: TrainConfig, model: ChartCNN, image_dir: Path, index: Sa
     return cal
 
 
-def load_calibration(run_dir: Path, i: int) -> dict:
-    """Member ``i``'s calibration.json (FileNotFoundError naming the stage to run when absent)."""
-    p = Path(run_dir) / f"member_{i}" / CALIBRATION_FILE
-    if not p.exists():
-        raise FileNotFoundError(f"no {CALIBRATION_FILE} in {p.parent}: run `make train` first")
-    return read_json(p)
-
-
 # --------------------------------------------------------------------------------------------------
 # A whole run
 
@@ -410,10 +403,26 @@ def run_config(cfg: Config, model: str | None) -> Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, model=model or cfg.train.model))
 
 
+def write_card(rc: Config, run: Path, rt: Runtime, fingerprint: dict, run_hash: str) -> Path:
+    """run/model.json (pipeline.runs) from the finished members' files."""
+    t = rc.train
+    calibrations = []
+    for i in range(t.ensemble):
+        p = run / f"member_{i}" / CALIBRATION_FILE
+        calibrations.append(read_json(p) if p.exists() and t.calibration != "none"
+                            else {"method": "none", "scale": 1.0, "shift": 0.0})
+    return write_model_card(
+        run, model=t.model, spec=model_spec(t.model), image_set=t.image_set, horizon=t.horizon,
+        label_return=t.label_return, norm=read_json(run / "norm.json"), calibrations=calibrations,
+        member_hashes=[read_json(marker_path(run / f"member_{i}"))["hash"] for i in range(t.ensemble)],
+        train_hash=run_hash, fingerprint=fingerprint, precision=rt.precision)
+
+
 def check_images_current(cfg: Config, image_set: ImageSet) -> None:
-    """StaleInputError when the image set is unfinished, or was built from the experiment's panel
-    under other settings than cfg's (or before the panel was rebuilt). An image set imported from
-    the authors' files, or one with no panel beside it, is checked for completion only."""
+    """StaleInputError when the image set is unfinished, or was built by the image stage from the
+    experiment's panel under other settings than cfg's (or before the panel was rebuilt). An image
+    set made otherwise (imported from the authors' files, written by a notebook) is checked for
+    completion only."""
     from pipeline.images.build import image_set_hash
 
     d = image_set.directory
@@ -421,10 +430,9 @@ def check_images_current(cfg: Config, image_set: ImageSet) -> None:
     if not marker.exists():
         raise StaleInputError(f"the image set in {d} is unfinished (no completion marker): run "
                               "`make images` first")
-    panel = paths.panel_dir(cfg)
-    if str(read_json(marker).get("hash", "")).startswith("authors:") or not marker_path(panel).exists():
-        return
-    require_done(d, image_set_hash(cfg, cfg.train.image_set, panel), "the image set", "images")
+    if read_json(marker).get("built_from") == "panel":
+        require_done(d, image_set_hash(cfg, cfg.train.image_set, paths.panel_dir(cfg)),
+                     "the image set", "images")
 
 
 def check_model_fits(model_name: str, image_set: ImageSet) -> None:
@@ -486,6 +494,8 @@ def train_run(cfg: Config, model: str | None = None,
     m_hash = member_hash(t, rt, fp)
     run_hash = section_hash({"member": m_hash, "ensemble": t.ensemble, "calibration": t.calibration})
     if is_done(run, run_hash, "_TRAIN_DONE"):
+        if not (run / MODEL_CARD).exists():  # a run trained before model cards existed
+            write_card(rc, run, rt, fp, run_hash)
         log.info("%s: already trained with these settings, skipping", run)
         return run
     with folder_lock(run, "train") if info.is_main else nullcontext():
@@ -543,6 +553,7 @@ def _train_members(rc: Config, run: Path, image_set: ImageSet, index: SampleInde
             "n_train": summaries[0]["n_train"], "n_val": summaries[0]["n_val"],
             "precision": rt.precision, "device": str(rt.device), "world_size": info.world_size,
             "processes": workers, "threads": threads})
+        write_card(rc, run, rt, image_set_fingerprint(image_set), run_hash)
         mark_done(run, run_hash, "_TRAIN_DONE")
     ddp.barrier(info)
     return run
@@ -552,31 +563,12 @@ def _train_members(rc: Config, run: Path, image_set: ImageSet, index: SampleInde
 # Loading
 
 
-def run_model_name(run_dir: Path) -> str:
-    """The registry name a run trained (from its resolved config.yaml)."""
-    p = Path(run_dir) / "config.yaml"
-    if not p.exists():
-        raise FileNotFoundError(f"no config.yaml in {run_dir}: run `make train` first")
-    return yaml.safe_load(p.read_text())["train"]["model"]
-
-
 def load_member_dir(member_dir: Path, model_name: str) -> ChartCNN:
+    """A finished member's best weights while its run is being trained (before the run's model
+    card exists); everything after training loads through pipeline.runs.load_ensemble."""
     p = Path(member_dir) / "best.pt"
     if not p.exists():
         raise FileNotFoundError(f"no best.pt in {member_dir}: that member has not finished training")
     model = create_model(model_name)
     model.load_state_dict(torch.load(p, map_location="cpu", weights_only=True))
     return model.eval()
-
-
-def load_member(run_dir: Path, i: int) -> ChartCNN:
-    """Member ``i`` of a trained run: ChartCNN on CPU, eval mode, best (restored) weights."""
-    return load_member_dir(Path(run_dir) / f"member_{i}", run_model_name(run_dir))
-
-
-def load_norm(run_dir: Path) -> dict:
-    """The run's norm.json: {"mode", "mean", "std"[, "per_year"]}."""
-    p = Path(run_dir) / "norm.json"
-    if not p.exists():
-        raise FileNotFoundError(f"no norm.json in {run_dir}: run `make train` first")
-    return read_json(p)

@@ -1,0 +1,167 @@
+"""A trained run as a self-describing artifact: one place that writes and loads it.
+
+    write_model_card(run_dir, ...)      run_dir/model.json, written by the train stage
+    load_ensemble(run_dir) -> Ensemble  members (ChartCNN, eval mode), normalisation, calibrations
+    provenance() -> dict                commit, package versions, hardware
+
+``model.json`` holds everything needed to rebuild and use the ensemble without the experiment's
+YAML: the architecture (the ModelSpec's fields, not only its registry name), the input size, the
+image set and label it was trained for (horizon, period or record return), the normalisation, each
+member's weights file with its SHA-256 and its validation-fitted calibration, the training settings
+hash, the image set's fingerprint, and the provenance of the run. Weights are plain state dicts
+loaded with ``torch.load(weights_only=True)``; a weights file whose hash differs from the card's,
+or a card of another format version, is refused with a message naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.io import read_json, write_json
+from pipeline.models.cnn import ChartCNN, ModelSpec
+
+MODEL_CARD = "model.json"
+FORMAT = 1  # bump when the card's meaning changes; older cards are refused, not guessed at
+
+
+class ModelArtifactError(ValueError):
+    """A run's model card or weights are missing, of another format, or do not match each other."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def provenance() -> dict:
+    """Where and with what an artifact was made: the repository commit (and whether the working
+    tree had uncommitted changes), Python and package versions, the machine."""
+    root = Path(__file__).resolve().parent.parent
+    commit, dirty = None, None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+        if commit:
+            dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                         "--untracked-files=no"], capture_output=True, text=True,
+                                        timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    import pandas as pd
+
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"commit": commit, "uncommitted_changes": dirty, "python": sys.version.split()[0],
+            "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "cuda_device": cuda}
+
+
+def write_model_card(run_dir: Path, *, model: str, spec: ModelSpec, image_set: str, horizon: int,
+                     label_return: str, norm: dict, calibrations: list[dict], member_hashes: list[str],
+                     train_hash: str, fingerprint: dict, precision: str) -> Path:
+    """Write run_dir/model.json for the finished members member_0..member_{k-1}."""
+    members = []
+    for i, (cal, trained) in enumerate(zip(calibrations, member_hashes)):
+        weights = Path(run_dir) / f"member_{i}" / "best.pt"
+        members.append({"weights": f"member_{i}/best.pt", "sha256": sha256_file(weights),
+                        "trained": trained, "calibration": cal})
+    card = {"format": FORMAT, "model": model, "spec": dataclasses.asdict(spec),
+            "image_hw": list(spec.image_hw), "image_set": image_set, "horizon": horizon,
+            "label_return": label_return, "norm": norm, "precision": precision,
+            "train_hash": train_hash, "image_set_fingerprint": fingerprint, "members": members,
+            "provenance": provenance()}
+    path = Path(run_dir) / MODEL_CARD
+    write_json(path, card)
+    return path
+
+
+def read_model_card(run_dir: str | Path) -> dict:
+    """The run's model.json, checked for its format version."""
+    path = Path(run_dir) / MODEL_CARD
+    if not path.exists():
+        raise ModelArtifactError(f"no {MODEL_CARD} in {run_dir}: it is not a finished training run "
+                                 "(run `make train`; a run trained before model cards existed "
+                                 "gets one when `make train` runs again)")
+    card = read_json(path)
+    if card.get("format") != FORMAT:
+        raise ModelArtifactError(f"{path} has format {card.get('format')!r}; this version of the "
+                                 f"pipeline reads format {FORMAT}: retrain the run")
+    return card
+
+
+def spec_from_card(card: dict) -> ModelSpec:
+    """The ModelSpec recorded in a card (tuples restored from their JSON lists)."""
+    fields = {f.name: f for f in dataclasses.fields(ModelSpec)}
+    kw = {}
+    for k, v in card["spec"].items():
+        if k not in fields:
+            raise ModelArtifactError(f"model card field spec.{k} is unknown to this pipeline version")
+        kw[k] = tuple(v) if isinstance(v, list) else v
+    return ModelSpec(**kw)
+
+
+def load_weights(run_dir: Path, member: dict, spec: ModelSpec, verify: bool = True) -> ChartCNN:
+    """One member's ChartCNN (CPU, eval mode) from its card entry, its weights' hash checked."""
+    path = Path(run_dir) / member["weights"]
+    if not path.exists():
+        raise ModelArtifactError(f"{path} is missing: that member has not finished training")
+    if verify and sha256_file(path) != member["sha256"]:
+        raise ModelArtifactError(f"{path} does not match the SHA-256 in {Path(run_dir) / MODEL_CARD}: "
+                                 "the weights were changed after training; retrain the run")
+    model = ChartCNN(spec)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+@dataclass
+class Ensemble:
+    """A loaded run: ``members`` (ChartCNN, CPU, eval mode, best weights), the card's metadata."""
+
+    run_dir: Path
+    card: dict
+    members: list[ChartCNN]
+    indices: list[int]  # which of the run's members ``members`` are
+
+    @property
+    def norm(self) -> dict:
+        """{"mode", "mean", "std"[, "per_year"]}: the training images' pixel statistics."""
+        return self.card["norm"]
+
+    @property
+    def calibrations(self) -> list[dict]:
+        """The loaded members' calibrations ({"method": "none", ...} when uncalibrated)."""
+        return [self.card["members"][i]["calibration"] for i in self.indices]
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return tuple(self.card["image_hw"])
+
+    @property
+    def image_set(self) -> str:
+        return self.card["image_set"]
+
+
+def load_ensemble(run_dir: str | Path, members: list[int] | None = None, verify: bool = True) -> Ensemble:
+    """Load a trained run from its model card (all members, or those listed)."""
+    run_dir = Path(run_dir)
+    card = read_model_card(run_dir)
+    spec = spec_from_card(card)
+    idx = list(range(len(card["members"]))) if members is None else list(members)
+    for i in idx:
+        if not 0 <= i < len(card["members"]):
+            raise ModelArtifactError(f"{run_dir} has {len(card['members'])} members; no member {i}")
+    return Ensemble(run_dir, card, [load_weights(run_dir, card["members"][i], spec, verify) for i in idx],
+                    idx)
