@@ -53,6 +53,9 @@ evaluate: $(STAMP) ## predictions + panel -> metrics, decile portfolios, benchma
 gradcam: $(STAMP) ## models + images -> Grad-CAM maps and the Figure-12 panel
 	$(call STAGE,gradcam)
 
+score: $(STAMP) ## a trained run -> P(up) per stock at the panel's latest date (SCORE_ARGS="--date D --tickers A,B")
+	$(PY) -m pipeline.score --config $(CONFIG) $(OVERRIDES) $(SCORE_ARGS)
+
 ablations: $(STAMP) ## Table-18 variants: train, evaluate, tabulate
 	$(call STAGE,ablations)
 

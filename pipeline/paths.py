@@ -6,6 +6,7 @@
     data/<name>/eval/<run>/                    metrics, portfolios, tables  (evaluate)
     data/<name>/gradcam/<run>/                 Grad-CAM arrays and panels   (gradcam)
     data/<name>/ablations/                     Table-18 runs and table      (ablations)
+    data/<name>/score/<run>/                   P(up) of new data per stock  (score)
     reports/<name>/                            HTML + PDF report            (report)
 """
 
@@ -44,6 +45,11 @@ def eval_dir(cfg: Config, model: str | None = None) -> Path:
 
 def gradcam_dir(cfg: Config) -> Path:
     return cfg.experiment_dir / "gradcam" / run_name(cfg)
+
+
+def score_dir(cfg: Config) -> Path:
+    """``make score`` output of the experiment's run: data/<name>/score/<run>/."""
+    return cfg.experiment_dir / "score" / run_name(cfg)
 
 
 def ablations_dir(cfg: Config) -> Path:

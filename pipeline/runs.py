@@ -70,9 +70,10 @@ def provenance() -> dict:
 
 
 def write_model_card(run_dir: Path, *, model: str, spec: ModelSpec, image_set: str, horizon: int,
-                     label_return: str, norm: dict, calibrations: list[dict], member_hashes: list[str],
-                     train_hash: str, fingerprint: dict, precision: str) -> Path:
-    """Write run_dir/model.json for the finished members member_0..member_{k-1}."""
+                     label_return: str, chart: dict, norm: dict, calibrations: list[dict],
+                     member_hashes: list[str], train_hash: str, fingerprint: dict, precision: str) -> Path:
+    """Write run_dir/model.json for the finished members member_0..member_{k-1}. ``chart``: how the
+    training images were drawn ({"window", "ma", "volume"}), so new data is drawn the same way."""
     members = []
     for i, (cal, trained) in enumerate(zip(calibrations, member_hashes)):
         weights = Path(run_dir) / f"member_{i}" / "best.pt"
@@ -80,7 +81,7 @@ def write_model_card(run_dir: Path, *, model: str, spec: ModelSpec, image_set: s
                         "trained": trained, "calibration": cal})
     card = {"format": FORMAT, "model": model, "spec": dataclasses.asdict(spec),
             "image_hw": list(spec.image_hw), "image_set": image_set, "horizon": horizon,
-            "label_return": label_return, "norm": norm, "precision": precision,
+            "label_return": label_return, "chart": chart, "norm": norm, "precision": precision,
             "train_hash": train_hash, "image_set_fingerprint": fingerprint, "members": members,
             "provenance": provenance()}
     path = Path(run_dir) / MODEL_CARD
@@ -152,6 +153,11 @@ class Ensemble:
     @property
     def image_set(self) -> str:
         return self.card["image_set"]
+
+    @property
+    def chart(self) -> dict:
+        """How the training images were drawn: {"window", "ma", "volume"}."""
+        return self.card["chart"]
 
 
 def load_ensemble(run_dir: str | Path, members: list[int] | None = None, verify: bool = True) -> Ensemble:

@@ -41,19 +41,45 @@ def _grid(subfig, images: np.ndarray, maps: Sequence[np.ndarray], col_titles: Se
     n = images.shape[0]
     rows = 1 + len(maps)
     axes = subfig.subplots(rows, n, squeeze=False)
+    heat = None
     for j in range(n):
         axes[0, j].imshow(images[j], cmap="gray", vmin=0, vmax=image_vmax, interpolation="nearest",
                           aspect="auto")
         axes[0, j].set_title(col_titles[j], fontsize=6)
         for k, m in enumerate(maps):
-            axes[k + 1, j].imshow(m[j], cmap=HEAT_CMAP, vmin=0.0, vmax=1.0, interpolation="nearest",
-                                  aspect="auto")
+            heat = axes[k + 1, j].imshow(m[j], cmap=HEAT_CMAP, vmin=0.0, vmax=1.0,
+                                         interpolation="nearest", aspect="auto")
     for r in range(rows):
         for j in range(n):
             ax = axes[r, j]
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(row_labels[r], fontsize=7)
+    if heat is not None:  # one scale for every map: 0 = no weight, 1 = the image's maximum
+        cb = subfig.colorbar(heat, ax=axes[1:, :].ravel().tolist(), shrink=0.9, pad=0.01)
+        cb.set_label("Grad-CAM", fontsize=6)
+        cb.ax.tick_params(labelsize=5)
+
+
+def charts_with_maps(images: np.ndarray, maps: Sequence[np.ndarray], titles: Sequence[str],
+                     title: str | None = None) -> Figure:
+    """One column per chart (e.g. the tickers scored by ``make score``): the chart, then its
+    Grad-CAM map per conv layer, with one colour bar.
+
+    images: uint8 (N, H, 3W); maps: per layer (N, H, 3W) in [0, 1]; titles: (N,) column titles.
+    """
+    images = np.asarray(images)
+    _check(images, maps, "charts_with_maps")
+    if len(titles) != images.shape[0] or images.shape[0] == 0:
+        raise ValueError("charts_with_maps: one title per image, at least one image")
+    h, w = images.shape[1:]
+    rows = 1 + len(maps)
+    fig = Figure(figsize=(_width(images.shape[0], h, w) + 0.6, rows * ROW_INCHES + 0.8),
+                 layout="constrained")
+    _grid(fig, images, maps, titles, ["image", *layer_labels(len(maps))], 255)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
 
 
 def gradcam_panel(images: np.ndarray, maps: Sequence[np.ndarray], side: Sequence[str],

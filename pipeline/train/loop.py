@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 from pipeline.progress import progress
 from pipeline import paths
-from pipeline.config import PROCESS_SETTINGS, Config, TrainConfig, save_resolved, section_hash
+from pipeline.config import PROCESS_SETTINGS, Config, TrainConfig, parse_image_set, save_resolved, section_hash
 from pipeline.images.store import ImageSet
 from pipeline.io import (StaleInputError, atomic_path, atomic_write_text, folder_lock, is_done, mark_done,
                          marker_path, read_json, remove_stale_temps, require_done, write_json)
@@ -414,6 +414,7 @@ def write_card(rc: Config, run: Path, rt: Runtime, fingerprint: dict, run_hash: 
     return write_model_card(
         run, model=t.model, spec=model_spec(t.model), image_set=t.image_set, horizon=t.horizon,
         label_return=t.label_return, norm=read_json(run / "norm.json"), calibrations=calibrations,
+        chart={"window": parse_image_set(t.image_set)[0], "ma": rc.images.ma, "volume": rc.images.volume},
         member_hashes=[read_json(marker_path(run / f"member_{i}"))["hash"] for i in range(t.ensemble)],
         train_hash=run_hash, fingerprint=fingerprint, precision=rt.precision)
 
