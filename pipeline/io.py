@@ -84,15 +84,17 @@ def write_npy(path: str | Path, array: np.ndarray) -> None:
 
 
 def write_figure(path: str | Path, fig: Any, **kwargs: Any) -> None:
-    """Save a matplotlib figure atomically (format from the suffix) and close it."""
-    import matplotlib.pyplot as plt
-
+    """Save a matplotlib figure atomically (format from the suffix); a pyplot-managed figure is
+    closed (object-API figures need no closing)."""
     path = Path(path)
     kwargs.setdefault("dpi", 150)
     kwargs.setdefault("bbox_inches", "tight")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip("."), **kwargs)
-    plt.close(fig)
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:  # never import pyplot (it picks a backend) just to close
+        sys.modules["matplotlib.pyplot"].close(fig)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -303,8 +303,10 @@ def test_gradcam_panel_axes() -> None:
     imgs = rng.integers(0, 2, (2 * n, 64, 60), dtype=np.uint8) * 255
     maps = [rng.random((2 * n, 64, 60)).astype(np.float32) for _ in range(layers)]
     fig = gradcam_panel(imgs, maps, ["up"] * n + ["down"] * n, rng.random(2 * n), title="t")
-    assert len(fig.axes) == 2 * (1 + layers) * n
-    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 2  # one colour scale per panel
+    assert len(fig.axes) - len(bars) == 2 * (1 + layers) * n
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel() and ax not in bars]
     assert labels == ["image", "conv1", "conv2", "conv3"] * 2
     with pytest.raises(ValueError, match="same positive number"):
         gradcam_panel(imgs, maps, ["up"] * (2 * n), rng.random(2 * n))
@@ -318,7 +320,8 @@ def test_average_maps_figure_axes() -> None:
     rea = (rng.random((2, 32, 15)) * 255, [rng.random((2, 32, 15)) for _ in range(2)])
     fig = average_maps_figure([("deciles", *dec, [f"D{i}" for i in range(1, 11)]),
                                ("realised", *rea, ["up", "down"])])
-    assert len(fig.axes) == 3 * 10 + 3 * 2
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(fig.axes) - len(bars) == 3 * 10 + 3 * 2 and len(bars) == 2
     with pytest.raises(ValueError, match="column titles"):
         average_maps_figure([("deciles", *dec, ["D1"])])
 

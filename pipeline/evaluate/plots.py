@@ -1,22 +1,19 @@
-"""Evaluation figures; each function returns a matplotlib Figure (Agg backend, never shown).
+"""Evaluation figures; each returns a matplotlib Figure, or draws on a given Axes and returns it.
 
-Save with :func:`pipeline.io.write_figure` (atomic, closes the figure).
+Figures are built with the object API (matplotlib.figure.Figure), so importing this module sets
+no backend and touches no global pyplot state: a notebook keeps its inline figures.
+
+Save with :func:`pipeline.io.write_figure` (atomic).
 """
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from pipeline.evaluate.conventions import (DECILES, HL, IC_ROLLING_PERIODS, decile_label,  # noqa: E402
-                                           weighting_label)
-from pipeline.evaluate.hl_analysis import cumulative_return  # noqa: E402
+from pipeline.evaluate.conventions import DECILES, HL, IC_ROLLING_PERIODS, decile_label, weighting_label
+from pipeline.evaluate.hl_analysis import cumulative_return
 
 
 def decile_bars(perf: pd.DataFrame, mktcap_is_proxy: bool, title: str = "",
@@ -26,7 +23,8 @@ def decile_bars(perf: pd.DataFrame, mktcap_is_proxy: bool, title: str = "",
     Args:
         perf: index (weighting, decile str), column ann_ret (decimal).
     """
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
     labels = [str(d) for d in DECILES] + [HL]
     x = np.arange(len(labels))
     width = 0.8 / max(len(weights), 1)
@@ -55,7 +53,8 @@ def cumulative_hl(returns: pd.DataFrame, mktcap_is_proxy: bool, title: str = "",
         net: optional long table date, weighting, net (per-period net-of-cost H-L return, NaN where
             undefined), drawn dashed in the colour of the gross line; ``cost_bps`` labels it.
     """
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
     for w in weights:
         s = returns[(returns["weighting"] == w) & (returns["decile"] == HL)]
         c = cumulative_return(s.set_index(pd.to_datetime(s["date"]))["ret"])
@@ -79,7 +78,8 @@ def p_up_histogram(p_up: np.ndarray, title: str = "", bins: int = 50) -> Figure:
     """Histogram of predicted up-probabilities with the 0.5 decision threshold marked."""
     p = np.asarray(p_up, dtype=float)
     p = p[np.isfinite(p)]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.hist(p, bins=bins, color="0.35")
     ax.axvline(0.5, color="crimson", lw=1, ls="--", label="0.5")
     ax.set_xlabel("P(up)")
@@ -95,7 +95,7 @@ def reliability_diagram(table: pd.DataFrame, ax=None, label: str = "CNN", color:
     +-2 binomial standard errors and the diagonal of perfect calibration (drawn once per Axes, so
     several tables can share one). Returns the Axes."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 5))
+        ax = Figure(figsize=(5, 5)).subplots()
     first = not ax.lines
     if len(table):
         lo = min(table["p_mean"].min(), (table["up_share"] - 2 * table["se"]).min())
@@ -124,7 +124,7 @@ def share_up_by_year(table: pd.DataFrame, ax=None):  # noqa: ANN001, ANN201
     """Share predicted up (P > 0.5), mean P(up) and realised share up per year (a
     :func:`calibration.by_year` table). Returns the Axes."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 3.5))
+        ax = Figure(figsize=(8, 3.5)).subplots()
     years = table.index.to_numpy()
     ax.plot(years, table["share_up_pred"] * 100, "o-", label="predicted up (P > 0.5)")
     ax.plot(years, table["mean_p_up"] * 100, "s--", ms=3, label="mean P(up)")
@@ -145,7 +145,7 @@ def ic_bars(ic: pd.DataFrame, ax=None, window: int = IC_ROLLING_PERIODS, title: 
         ic: DataFrame with date and ic (Spearman, per rebalance date; from metrics.ic_by_date).
     """
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 3.5))
+        ax = Figure(figsize=(8, 3.5)).subplots()
     d = ic.assign(date=pd.to_datetime(ic["date"])).sort_values("date")
     s = d.set_index("date")["ic"]
     # Bar width in days: most of the typical spacing between rebalance dates.

@@ -43,10 +43,7 @@ def sample_images(image_set: ImageSet, n: int, seed: int = 0
 def contact_sheet(directory: str | Path, n: int = 24, path: str | Path | None = None,
                   seed: int = 0, title: str | None = None) -> Path:
     """Write ``contact_sheet.png`` (or ``path``) for the image set in ``directory``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     directory = Path(directory)
     out = Path(path) if path is not None else directory / "contact_sheet.png"
@@ -57,8 +54,8 @@ def contact_sheet(directory: str | Path, n: int = 24, path: str | Path | None = 
     rows = math.ceil(k / cols)
     h, w = imgs.shape[1:] if len(imgs) else (64, 60)
     cell_w = 1.6 * max(1.0, w / 60)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell_w, rows * cell_w * h / w + rows * 0.35),
-                             squeeze=False)
+    fig = Figure(figsize=(cols * cell_w, rows * cell_w * h / w + rows * 0.35))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.ravel()):
         ax.set_xticks([])
         ax.set_yticks([])

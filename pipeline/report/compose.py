@@ -135,12 +135,9 @@ def png_data_uri(data: bytes) -> str:
 
 
 def figure_to_png(fig: matplotlib.figure.Figure, dpi: int = FIGURE_DPI) -> bytes:
-    """Render a Figure to PNG bytes and close it."""
-    import matplotlib.pyplot as plt
-
+    """Render a Figure (object API: nothing to close) to PNG bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
-    plt.close(fig)
     return buf.getvalue()
 
 

@@ -8,14 +8,10 @@ H-L series of portfolios.parquet). Callers save or embed the Figure and close it
 from __future__ import annotations
 
 import matplotlib
-
-matplotlib.use("Agg")  # headless: the report runs in CI and on servers without a display
-
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.dates as mdates
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 # One restrained palette for every report figure (colour-blind-safe Tableau order).
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -46,8 +42,9 @@ def training_curves(logs: list[pd.DataFrame], best_epochs: list[int | None] | No
     """
     if not logs:
         raise ValueError("training_curves needs at least one member log")
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.0), constrained_layout=True)
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(8.0, 3.0), layout="constrained")
+        axes = fig.subplots(1, 2)
         for i, log in enumerate(logs):
             c = PALETTE[i % len(PALETTE)]
             for ax, what in zip(axes, ("loss", "acc")):
@@ -88,9 +85,9 @@ def cumulative_hl(hl: pd.DataFrame, highlight: str | None = None,
     strategies = list(dict.fromkeys(hl.columns.get_level_values(0)))
     if highlight in strategies:  # the CNN first, in the darkest colour
         strategies = [highlight] + [s for s in strategies if s != highlight]
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(weightings), figsize=(4.0 * len(weightings), 3.0),
-                                 sharey=True, constrained_layout=True, squeeze=False)
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(4.0 * len(weightings), 3.0), layout="constrained")
+        axes = fig.subplots(1, len(weightings), sharey=True, squeeze=False)
         for ax, w in zip(axes[0], weightings):
             for j, s in enumerate(strategies):
                 if (s, w) not in hl.columns:
@@ -117,8 +114,9 @@ def universe_plot(universe: pd.DataFrame, images_per_year: dict[str, pd.Series] 
         universe: index year (int), column n_stocks (int).
         images_per_year: image-set name -> Series (index year, values n_images).
     """
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(8.0, 2.8), constrained_layout=True)
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(8.0, 2.8), layout="constrained")
+        ax = fig.subplots()
         years = universe.index.to_numpy()
         ax.bar(years, universe["n_stocks"].to_numpy(), color="#c6d4e1", edgecolor="#6f8fae",
                lw=0.5, label="stocks in panel")

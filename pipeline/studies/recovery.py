@@ -195,10 +195,10 @@ def learning_curves(table: pd.DataFrame, axes=None):  # noqa: ANN001, ANN201
     """Three panels against training images (log scale), one line per variant (colour = recipe,
     dashed/open = raw, solid/filled = calibrated): fraction of the Bayes accuracy gain recovered
     (±2 standard errors), test loss - ln 2, share predicted up - realised (pp). Returns the Axes."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(13, 4))
+        axes = Figure(figsize=(13, 4)).subplots(1, 3)
     colours = {r: f"C{i}" for i, r in enumerate(dict.fromkeys(table["recipe"]))}
     for v, g in table.groupby("variant", sort=False):
         g = g.sort_values("n_train")
@@ -322,9 +322,10 @@ def write_outputs(cfg: Config, table: pd.DataFrame, study_dir: Path, report_dir:
     atomic_write_text(report_dir / f"{cfg.name}.csv", table.to_csv(index=False))
     shutil.copyfile(study_dir / "recovery.png", report_dir / f"{cfg.name}.png")
     # Reliability diagrams of the largest pool (calibrated P(up) of every recipe's run).
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    fig = Figure(figsize=(5.5, 5.5))
+    ax = fig.subplots()
     for recipe in largest["recipe"].unique():
         c = cell_config(cfg, recipe, int(largest["pool"].iat[0]))
         m = read_json(paths.eval_dir(c) / "metrics.json")
