@@ -114,7 +114,7 @@ class TrainConfig:
     # Post-hoc calibration of each member's P(up), fitted on its own validation split
     # (pipeline.train.calibration): none (the paper) | temperature | platt.
     calibration: str = "none"
-    # Appended to the run folder's name (runs/I20_R20-<tag>), so variants of one experiment (the
+    # Appended to the run folder's name (runs/<run>-<tag>, pipeline.paths.run_name), so variants of one experiment (the
     # recovery study's recipes and sizes) keep their own models, predictions and evaluations.
     run_tag: str = ""
     batch_size: int = 128
@@ -316,13 +316,36 @@ def _parse_override(text: str) -> dict:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with a repeated key (plain YAML keeps the last value
+    without a word, so a config with ``lr`` twice would silently train with the second)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults, then the YAML file's differences, then ``section.key=value`` overrides."""
     cfg = Config()
     if path is not None:
         p = _resolve_config_path(path)
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader) or {}  # safe: a SafeLoader
+        except yaml.MarkedYAMLError as e:
+            where = f", line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1}" \
+                if e.problem_mark is not None else ""
+            raise ConfigError(f"{p}{where}: not valid YAML: {e.problem or e.context}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if not isinstance(data, dict):

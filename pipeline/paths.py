@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import Config, parse_image_set
+from pipeline.config import HORIZON_FREQUENCY, Config, parse_image_set
 
 
 def panel_dir(cfg: Config) -> Path:
@@ -27,10 +27,30 @@ def images_dir(cfg: Config, image_set: str) -> Path:
 
 
 def run_name(cfg: Config, model: str | None = None) -> str:
-    """``I20_R20`` for the baseline; an ablation variant replaces the model name; a
-    ``train.run_tag`` is appended (``I20_R20-<tag>``)."""
-    tag = f"-{cfg.train.run_tag}" if cfg.train.run_tag else ""
-    return f"{model or cfg.train.model}_R{cfg.train.horizon}{tag}"
+    """The run folder's name: everything that makes a run a different run, so none replaces another.
+
+    ``<model>_R<horizon>`` (the model name is an ablation variant's when given), then, only where
+    they differ from the paper's baseline: ``-rec`` for record-count labels (ret_5d/20d/60d instead
+    of the period return), ``-<freq>`` for an image frequency other than the horizon's, ``-jf`` for
+    the published split or ``-is<first>-<last>-os<first>-<last>`` for custom years, and the
+    ``train.run_tag``. E.g. ``I20_R20`` (SSRN split), ``I20_R20-jf``, ``I20_R5-month``,
+    ``I20_R20-is2005-2011-os2012-2019-fast``.
+    """
+    t = cfg.train
+    parts = [f"{model or t.model}_R{t.horizon}"]
+    if t.label_return == "records":
+        parts.append("rec")
+    freq = parse_image_set(t.image_set)[1]
+    if freq != HORIZON_FREQUENCY.get(t.horizon):
+        parts.append(freq)
+    if t.split == "jf":
+        parts.append("jf")
+    elif t.split == "custom":
+        (a, b), (c, d) = t.insample_years, t.test_years
+        parts.append(f"is{a}-{b}-os{c}-{d}")
+    if t.run_tag:
+        parts.append(t.run_tag)
+    return "-".join(parts)
 
 
 def run_dir(cfg: Config, model: str | None = None) -> Path:

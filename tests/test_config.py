@@ -104,3 +104,15 @@ def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
     assert load_config(None, ["train.lr=3e-5"]).train.lr == 3e-5
     with pytest.raises(ConfigError, match="train.lr"):
         load_config(None, ["train.lr=fast"])
+
+
+def test_a_duplicate_key_is_refused_with_its_lines(tmp_path):
+    p = tmp_path / "dup.yaml"
+    p.write_text("name: x\ntrain:\n  lr: 1e-4\n  epochs: 3\n  lr: 1e-3\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml, line 5, column 3: not valid YAML: duplicate key 'lr' \(first at line 3\)"):
+        load_config(p)
+    p.write_text("name: x\nname: y\n")
+    with pytest.raises(ConfigError, match="duplicate key 'name'"):
+        load_config(p)
+    p.write_text("name: x\ntrain: {lr: 1.0e-4}\nevaluate: {weights: [ew]}\n")  # no repeat: fine
+    assert load_config(p).train.lr == 1e-4

@@ -31,7 +31,7 @@ def test_cells_and_refusals(tmp_path):
     c = cell_config(cfg, "fast", 600)
     assert c.train.run_tag == "fast-p600" and c.train.max_train_images == 600
     assert c.train.lr == 1e-4 and c.train.calibration == "platt"
-    assert paths.run_dir(c).name == "I20_R20-fast-p600" and cfg.train.run_tag == ""
+    assert paths.run_dir(c).name == "I20_R20-is1993-1996-os1997-1998-fast-p600" and cfg.train.run_tag == ""
     with pytest.raises(ConfigError, match="unknown recipe"):
         check_study(_cfg(tmp_path, **{"recovery.recipes": "[magic]"}))
     with pytest.raises(ConfigError, match="synthetic"):
@@ -59,6 +59,6 @@ def test_a_tiny_study_end_to_end(tmp_path):
     # Table only, with a pool size not run yet: the finished rows, and the missing run named.
     bigger = _cfg(tmp_path, **{"recovery.pool_sizes": "[300, 600, 900]"})
     part = run_study(bigger, table_only=True)
-    assert len(part) == 8 and not (tmp_path / "data" / "rec" / "runs" / "I20_R20-fast-p900").exists()
+    assert len(part) == 8 and not (tmp_path / "data" / "rec" / "runs" / "I20_R20-is1993-1996-os1997-1998-fast-p900").exists()
     md = (tmp_path / "reports" / "rec.md").read_text()
     assert "**Partial:** 4 of 6 runs" in md and "fast at pool 900, paper at pool 900" in md

@@ -328,7 +328,8 @@ def test_key_numbers_in_html_and_pdf(tiny, tiny_report):
     bayes = json.loads((tiny.root / "data" / "tiny" / "panel" / "bayes_accuracy.json").read_text())
     assert f"{bayes['20']:.3f}" in _section_html(html, "data")
     if tiny.ran.get("evaluate"):
-        m = json.loads((tiny.root / "data" / "tiny" / "eval" / "I20_R20" / "metrics.json").read_text())
+        m = json.loads((tiny.root / "data" / "tiny" / "eval" / "I20_R20-is1999-2000-os2001-2003"
+                        / "metrics.json").read_text())
         acc = f"{m['accuracy']:.3f}"
         assert acc in _section_html(html, "metrics")
         assert acc in "".join(texts[pages[4]:pages[5]])

@@ -84,6 +84,15 @@ def test_run_tag_separates_runs_and_is_validated(tmp_path):
     cfg = load_config(None, ["train.run_tag=fast-p5000"])
     assert paths.run_dir(cfg).name == "I20_R20-fast-p5000"
     assert paths.eval_dir(cfg).name == "I20_R20-fast-p5000"
+    # The split, the label and an image frequency other than the horizon's are in the name too,
+    # so a run on other years or labels never replaces this one.
+    for over, name in ((["train.split=jf"], "I20_R20-jf"),
+                       (["train.split=custom", "train.insample_years=[1993,1998]",
+                         "train.test_years=[1999,2003]"], "I20_R20-is1993-1998-os1999-2003"),
+                       (["train.label_return=records"], "I20_R20-rec"),
+                       (["train.image_set=I20/week"], "I20_R20-week"),
+                       (["train.image_set=I20/week", "train.horizon=5"], "I20_R5")):
+        assert paths.run_dir(load_config(None, over)).name == name
     with pytest.raises(ConfigError, match="run_tag"):
         load_config(None, ["train.run_tag=a/b"])
     with pytest.raises(ConfigError, match="train.calibration"):
