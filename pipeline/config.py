@@ -390,6 +390,10 @@ def validate(cfg: Config) -> None:
     tag = cfg.train.run_tag
     if tag and not all(ch.isalnum() or ch in "-_." for ch in tag):
         raise ConfigError(f"'train.run_tag' is {tag!r}: use letters, digits, '-', '_' or '.' only")
+    for section in (cfg.panel, cfg.synthetic):
+        if str(section.start) > str(section.end):  # ISO dates compare as text
+            name = "panel" if section is cfg.panel else "synthetic"
+            raise ConfigError(f"'{name}.start' {section.start} is after '{name}.end' {section.end}")
     for key in ("threads", "parallel_members"):
         v = getattr(cfg.train, key)
         if v is not None and v < 1:

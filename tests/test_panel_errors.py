@@ -3,12 +3,15 @@ the column; never a raw pandas traceback; raw files never modified."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -176,3 +179,73 @@ def test_cli_reports_one_line_and_exit_code_2(tmp_path):
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "data").exists()  # nothing written for a failed build
     shutil.rmtree(tmp_path / "raw")
+
+
+# --------------------------------------------------------------------------------------------------
+# Files that cannot be read at all: named, with what is wrong, never a traceback
+
+
+CRSP_ROW = "10001,19930105,10,11,9,10,100,0.01,5,1,10"  # in CRSP_HEAD's column order
+
+
+def test_unreadable_files_are_named(tmp_path):
+    f = bulk(tmp_path, GOOD)
+    if os.geteuid() != 0:  # root reads any file: the permission case cannot be staged as root
+        f.chmod(0)
+        try:
+            expect("stooq", tmp_path / "data", f, "file", None, "permission denied")
+        finally:
+            f.chmod(0o644)
+    folder = tmp_path / "crsp_dir"
+    folder.mkdir()
+    expect("crsp", folder, folder, "file", None, "is a folder, not a file")
+
+
+def test_corrupt_parquet_body_is_named(tmp_path):
+    p = tmp_path / "crsp.parquet"
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({c: rng.random(5000) for c in CRSP_HEAD.split(",")})
+    df["date"] = 19930105
+    pq.write_table(pa.Table.from_pandas(df), p, compression="none", use_dictionary=False)
+    raw = bytearray(p.read_bytes())
+    a, b = len(raw) // 4, len(raw) // 2  # inside the data pages, far from the footer
+    raw[a:b] = b"\xff" * (b - a)
+    p.write_bytes(bytes(raw))
+    assert pq.read_schema(p).names  # the footer still reads
+    expect("crsp", p, p, "file", None, "cannot be read")
+
+
+@pytest.mark.parametrize("encode, text", [
+    (lambda s: s.encode("utf-16"), "UTF-16 text: save it as UTF-8"),
+    (lambda s: gzip.compress(s.encode()), "gzip-compressed: decompress it first"),
+])
+def test_encoding_and_compression_are_reported_as_such(tmp_path, encode, text):
+    f = bulk(tmp_path, GOOD)
+    f.write_bytes(encode(f.read_text()))
+    expect("stooq", tmp_path / "data", f, "file", None, text)
+    c = tmp_path / "crsp.csv"
+    c.write_bytes(b"\xff\xfe" + f"{CRSP_HEAD}\n{CRSP_ROW}\n".encode("utf-16-le"))
+    expect("crsp", c, c, "file", None, "UTF-16 text")
+
+
+def test_numbers_in_messages_are_plain():
+    from pipeline.panel.clean import input_error
+
+    msg = str(input_error("f.csv", "row 3", "PRC", f"{np.float64(-126.36)!r} and {np.int64(7)!r}"))
+    assert msg == "f.csv: row 3, column 'PRC': -126.36 and 7"
+
+
+def test_an_empty_panel_names_the_input_the_window_and_the_rules(tmp_path):
+    f = tmp_path / "dsf.csv"
+    f.write_text(f"{CRSP_HEAD}\n{CRSP_ROW}\n")
+    with pytest.raises(PanelInputError) as e:  # the share-code filter keeps nothing
+        build("crsp", f, "panel.shrcd=[12]", "panel.start=1993-01-01")
+    msg = str(e.value)
+    assert str(f) in msg and "empty after cleaning" in msg and "share codes [12]" in msg
+    assert "panel.start 1993-01-01" in msg and "rows removed by rule" in msg
+    h = tmp_path / "hdr.csv"
+    h.write_text(f"{CRSP_HEAD}\n")  # header only
+    with pytest.raises(PanelInputError, match=r"hdr.csv.*empty after cleaning"):
+        build("crsp", h)
+    with pytest.raises(ConfigError, match=r"'panel.start' 2019-06-01 is after 'panel.end' 2019-01-01"):
+        load_config(None, ["panel.start=2019-06-01", "panel.end=2019-01-01"])

@@ -15,7 +15,7 @@ import pandas as pd
 
 from pipeline.config import Config, ConfigError, save_resolved, section_hash
 from pipeline.io import folder_lock, is_done, mark_done, marker_path, remove_stale_temps, write_json
-from pipeline.panel.clean import format_counts
+from pipeline.panel.clean import PanelInputError, format_counts
 from pipeline.panel.mktcap import proxy_min_periods
 from pipeline.panel.store import PanelMeta, check_contract, write_panel
 from pipeline.paths import panel_dir
@@ -86,8 +86,15 @@ def build_panel(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, PanelMeta]:
         raise ConfigError(f"panel.source {source!r} is not one of synthetic, stooq, crsp, yahoo")
     check_contract(df, where=f"{source} panel")
     if df.empty:
-        raise ValueError(f"the {source} panel is empty after cleaning: "
-                         f"{format_counts(meta.counts)}")
+        where = ", ".join(meta.inputs) if meta.inputs else f"the {source} source"
+        removed = {k: v for k, v in meta.counts.items() if v and k not in ("input_rows", "output_rows")}
+        raise PanelInputError(
+            f"the {source} panel built from {where} is empty after cleaning: no row is left for "
+            f"panel.start {cfg.panel.start} .. panel.end {cfg.panel.end}"
+            + (f" with share codes {cfg.panel.shrcd} and exchange codes {cfg.panel.exchcd}"
+               if source == "crsp" else "")
+            + f"; rows removed by rule: {removed or 'none (the input has no data rows)'}\n"
+            + format_counts(meta.counts))
     return df, stocks, meta
 
 
@@ -122,11 +129,14 @@ def make_panel(cfg: Config, force: bool = False) -> Path:
     if not force and is_done(out, h):
         log.info("panel already built in %s (settings hash %s): skipping", out, h)
         return out
+    # Build in memory first: a bad input fails here, before anything on disk (even the folder)
+    # exists or changes; then one writer at a time replaces the folder's files.
+    df, stocks, meta = build_panel(cfg)
     with folder_lock(out, "panel"):
         n = remove_stale_temps(out)
         if n:
             log.info("removed %d temporary file(s) left in %s by an interrupted run", n, out)
-        return _make_panel(cfg, out, h)
+        return _write(cfg, out, h, df, stocks, meta)
 
 
 def panel_settings_hash(cfg: Config) -> str:
@@ -134,8 +144,8 @@ def panel_settings_hash(cfg: Config) -> str:
     return section_hash(cfg.panel, cfg.synthetic)
 
 
-def _make_panel(cfg: Config, out: Path, h: str) -> Path:
-    df, stocks, meta = build_panel(cfg)
+def _write(cfg: Config, out: Path, h: str, df: pd.DataFrame, stocks: pd.DataFrame,
+           meta: PanelMeta) -> Path:
     marker_path(out).unlink(missing_ok=True)  # half-rewritten folders must not look finished
     write_panel(out, df, stocks, meta)
     years = {f"year={y}" for y in meta.years}

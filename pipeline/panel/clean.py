@@ -15,15 +15,19 @@ Two halves:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
-from collections.abc import Callable, Sequence
+import re
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.config import PanelConfig
 from pipeline.panel.mktcap import dollar_volume_proxy, proxy_min_periods, segment_starts
@@ -41,10 +45,54 @@ class PanelInputError(ValueError):
     """
 
 
+_NUMPY_REPR = re.compile(r"np\.(?:float|int|uint|bool_?|str_)\d*\(([^()]*)\)")
+
+
 def input_error(file: str | Path, where: str, column: str | None, message: str) -> PanelInputError:
-    """``<file>: <where>, column '<column>': <message>`` (``where`` like ``line 7`` or ``row 3``)."""
+    """``<file>: <where>, column '<column>': <message>`` (``where`` like ``line 7`` or ``row 3``).
+
+    Values that reached the message as numpy reprs (``np.float64(-126.36)``) are shown as the
+    plain numbers a user typed."""
     col = f", column {column!r}" if column else ""
-    return PanelInputError(f"{file}: {where}{col}: {message}")
+    return PanelInputError(_NUMPY_REPR.sub(r"\1", f"{file}: {where}{col}: {message}"))
+
+
+_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+         b"\xfe\xff": "UTF-16"}
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz",
+               b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+def sniff_text(path: Path, compressed_ok: bool = False) -> None:
+    """PanelInputError when a file read as UTF-8 text is another encoding or compressed (a wrong
+    header would otherwise be reported). ``compressed_ok``: the reader decompresses by suffix."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    for bom, name in _BOMS.items():
+        if head.startswith(bom):
+            raise input_error(path, "file", None, f"{name} text: save it as UTF-8 (or plain ASCII)")
+    for magic, name in _COMPRESSED.items():
+        if head.startswith(magic) and not compressed_ok:
+            raise input_error(path, "file", None, f"{name}-compressed: decompress it first")
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Turn every way a raw file can fail to be read into a PanelInputError that names it (the
+    project's own errors and a missing file pass through)."""
+    try:
+        yield
+    except (PanelInputError, FileNotFoundError):
+        raise
+    except IsADirectoryError:
+        raise input_error(path, "file", None, "is a folder, not a file: give the file itself") from None
+    except PermissionError:
+        raise input_error(path, "file", None, "cannot be read: permission denied") from None
+    except UnicodeDecodeError as e:
+        raise input_error(path, f"byte {e.start}", None, f"not UTF-8 text ({e.reason}): save it as "
+                          "UTF-8") from None
+    except (pa.ArrowException, OSError, EOFError, zlib.error) as e:
+        raise input_error(path, "file", None, f"cannot be read ({type(e).__name__}: {e})") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,7 +184,8 @@ class Column:
 
 def read_header(path: Path) -> list[str] | None:
     """Column names on line 1 (BOM and surrounding spaces stripped); None for an empty file."""
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+    sniff_text(path)
+    with reading(path), open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
         first = fh.readline()
     if not first.strip():
         return None
@@ -205,6 +254,11 @@ def read_text_table(path: Path, columns: Sequence[Column],
     and column of the first bad cell: a missing column, an empty line, a wrong field count, a
     non-numeric or non-finite number, an unparsable date.
     """
+    with reading(path):
+        return _read_text_table(path, columns, case_insensitive)
+
+
+def _read_text_table(path: Path, columns: Sequence[Column], case_insensitive: bool) -> pd.DataFrame | None:
     header = read_header(path)
     if header is None:
         return None

@@ -35,6 +35,8 @@ import pyarrow as pa
 
 from pipeline.config import PanelConfig
 from pipeline.panel.clean import (
+    reading,
+    sniff_text,
     Column,
     diagnose_text,
     input_error,
@@ -61,6 +63,12 @@ _DIAG = [Column("PERMNO", "float"), Column("date", "date", date_format="auto")] 
 
 
 def _read_crsp_table(path: Path) -> tuple[pd.DataFrame, Callable[[int], str], str | None]:
+    """The export's columns (Parquet or CSV, compressed by suffix), every read failure named."""
+    with reading(path):
+        return _read_crsp_file(path)
+
+
+def _read_crsp_file(path: Path) -> tuple[pd.DataFrame, Callable[[int], str], str | None]:
     """Read the required columns (plus TICKER if present) -> (frame, row locator, ticker column).
 
     The frame has the canonical WRDS names as columns. CSV: typed fast read, on failure a slow
@@ -85,6 +93,7 @@ def _read_crsp_table(path: Path) -> tuple[pd.DataFrame, Callable[[int], str], st
         df.columns = CRSP_COLUMNS + (["TICKER"] if tick else [])
         return df, (lambda i: f"row {i + 1}"), ("TICKER" if tick else None)
     # Text: the header is read by pandas so that compressed files work too.
+    sniff_text(path, compressed_ok=True)
     try:
         header = [str(c).strip() for c in pd.read_csv(path, nrows=0).columns]
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from pipeline.progress import progress
 from pipeline.config import PanelConfig
 from pipeline.panel.clean import (
+    reading,
     NS_PER_DAY,
     UNKNOWN_EXCHANGE,
     Column,
@@ -211,6 +212,11 @@ def _categorical(path: Path, table: pa.Table, name: str) -> tuple[np.ndarray, li
 
 def read_parquet_extract(path: Path, counts: dict[str, int]) -> FreeRaw:
     """The single-table Stooq extract -> FreeRaw (float32 prices widened to float64)."""
+    with reading(path):
+        return _read_parquet_extract(path, counts)
+
+
+def _read_parquet_extract(path: Path, counts: dict[str, int]) -> FreeRaw:
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as e:
