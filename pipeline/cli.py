@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from pipeline.config import Config, ConfigError, load_config
-from pipeline.io import FolderBusyError
+from pipeline.errors import InputError
 
 log = logging.getLogger("pipeline")
 
@@ -46,11 +46,13 @@ def parse_args(description: str, argv: list[str] | None = None,
 def run_stage(description: str, body: Callable[[Config, argparse.Namespace], object],
               argv: list[str] | None = None,
               extra: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
-    """Parse arguments, run ``body(cfg, args)``; expected user errors exit 2 with one clear line."""
+    """Parse arguments, run ``body(cfg, args)``. The project's own input errors (pipeline.errors:
+    bad input, missing or stale artifacts, refused settings) and a missing file exit 2 with one
+    clear line; anything else is a bug and keeps its traceback (exit 1)."""
     cfg, args = parse_args(description, argv, extra)
     try:
         body(cfg, args)
-    except (ConfigError, FileNotFoundError, ValueError, FolderBusyError) as e:
+    except (InputError, FileNotFoundError) as e:
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)

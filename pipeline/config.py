@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pipeline.errors import InputError
+
 
 PACKAGE_CONFIG_DIR = Path(__file__).parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration file or override is invalid; the message names the key and the file."""
 
 

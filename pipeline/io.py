@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pipeline.errors import InputError
+
 
 
 @contextlib.contextmanager
@@ -124,7 +126,7 @@ def mark_done(directory: str | Path, settings_hash: str, name: str = "_DONE", **
 # One writer per artifact folder
 
 
-class FolderBusyError(RuntimeError):
+class FolderBusyError(InputError):
     """Another process holds the folder's lock (two stages writing one artifact folder at once)."""
 
 
@@ -158,7 +160,7 @@ def folder_lock(directory: str | Path, what: str) -> Iterator[None]:
 # Inputs a stage may use, and what a killed stage left behind
 
 
-class StaleInputError(ValueError):
+class StaleInputError(InputError):
     """A stage's input is unfinished, or was produced under settings other than the ones given."""
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.errors import InputError
 from pipeline.io import read_json, write_json
 from pipeline.models.cnn import ChartCNN, ModelSpec
 
@@ -34,7 +35,7 @@ MODEL_CARD = "model.json"
 FORMAT = 1  # bump when the card's meaning changes; older cards are refused, not guessed at
 
 
-class ModelArtifactError(ValueError):
+class ModelArtifactError(InputError):
     """A run's model card or weights are missing, of another format, or do not match each other."""
 
 

@@ -2,16 +2,15 @@
 
 :func:`tiny_experiment` writes a small config into a temporary folder and runs the command line
 ``python -m pipeline.<stage> --config <it>`` (in-process, via runpy) for every stage in order (panel, images, train,
-predict, evaluate, gradcam, ablations). A stage whose command does not exist yet, or whose inputs
-are missing because an earlier stage did not run, is recorded as not run: the report must then
-show it as "not run", which the tests check too. The build happens once per test session (the
-result is cached in this module, which pytest imports once).
+predict, evaluate, gradcam, ablations). A stage that fails fails every test that uses the
+experiment, with the stage's error (never a silent "not run": the report's "not run" rendering is
+tested on an empty experiment instead). The build happens once per test session (the result is
+cached in this module, which pytest imports once).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import os
 import runpy
@@ -22,9 +21,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("panel", "images", "train", "predict", "evaluate", "gradcam", "ablations")
-# The stages each one reads from (a stage after a missing input cannot run).
-NEEDS = {"images": ("panel",), "train": ("images",), "predict": ("train",),
-         "evaluate": ("predict", "panel"), "gradcam": ("predict",), "ablations": ("train",)}
 
 # About 40 stocks over 6 years: every stage runs in seconds on a shared 2-core machine. TREND
 # needs 1,000 days of history, more than this market has, so it is left out.
@@ -52,17 +48,12 @@ class TinyExperiment:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def require(self, *stages: str) -> None:
-        """Skip the calling test (with the reason) unless every stage ran."""
-        import pytest
-
-        missing = [s for s in stages if not self.ran.get(s)]
-        if missing:
-            pytest.skip("; ".join(f"stage {s} not run: {self.why.get(s, '?')}" for s in missing))
+        """Every stage ran (build raises otherwise): kept so a test states what it reads."""
+        assert all(self.ran.get(s) for s in stages), stages
 
 
-def stage_available(stage: str) -> bool:
-    return importlib.util.find_spec(f"pipeline.{stage}.__main__") is not None \
-        if importlib.util.find_spec(f"pipeline.{stage}") is not None else False
+class StageFailed(RuntimeError):
+    """A stage of the tiny experiment failed: the tests that use it fail with its error."""
 
 
 def run_stage(stage: str, config: Path, cwd: Path) -> tuple[int, str]:
@@ -79,8 +70,6 @@ def run_stage(stage: str, config: Path, cwd: Path) -> tuple[int, str]:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
         return code, err.getvalue()
-    except Exception as e:  # a crash in another stage: recorded, the report shows it as not run
-        return 1, f"{type(e).__name__}: {e}"
     finally:
         sys.argv = argv
         os.chdir(old_cwd)
@@ -92,20 +81,12 @@ def build(root: Path) -> TinyExperiment:
     cfg.write_text(TINY_YAML.format(root=root.as_posix()))
     exp = TinyExperiment(root=root, config=cfg)
     for stage in STAGES:
-        blocked = [n for n in NEEDS.get(stage, ()) if not exp.ran.get(n)]
-        if blocked:
-            exp.ran[stage], exp.why[stage] = False, f"needs {', '.join(blocked)}"
-            continue
-        if not stage_available(stage):
-            exp.ran[stage], exp.why[stage] = False, f"pipeline.{stage} has no command yet"
-            continue
         t0 = time.perf_counter()
-        code, err = run_stage(stage, cfg, root)
+        code, err = run_stage(stage, cfg, root)  # an exception propagates with its traceback
         exp.seconds[stage] = time.perf_counter() - t0
-        exp.ran[stage] = code == 0
         if code != 0:
-            tail = err.strip().splitlines()[-3:]
-            exp.why[stage] = f"exit {code}: {' | '.join(tail)}"
+            raise StageFailed(f"stage {stage} of the tiny experiment exited {code}: {err.strip()}")
+        exp.ran[stage] = True
     return exp
 
 

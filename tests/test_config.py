@@ -116,3 +116,21 @@ def test_a_duplicate_key_is_refused_with_its_lines(tmp_path):
         load_config(p)
     p.write_text("name: x\ntrain: {lr: 1.0e-4}\nevaluate: {weights: [ew]}\n")  # no repeat: fine
     assert load_config(p).train.lr == 1e-4
+
+
+def test_cli_one_line_for_input_errors_traceback_for_bugs(capsys):
+    from pipeline.cli import run_stage
+    from pipeline.errors import InputError
+
+    def user_error(cfg, args):
+        raise InputError("data/x/panel is missing: run `make panel` first")
+
+    def bug(cfg, args):
+        raise ValueError("operands could not be broadcast together")  # numpy deep inside
+
+    with pytest.raises(SystemExit) as e:
+        run_stage("t", user_error, argv=[])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: data/x/panel is missing: run `make panel` first"
+    with pytest.raises(ValueError, match="broadcast"):  # not turned into a user error
+        run_stage("t", bug, argv=[])

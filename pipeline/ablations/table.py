@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pipeline.errors import InputError
+
 
 METRICS = ("loss_v", "loss_t", "acc_v", "acc_t", "spearman", "pearson", "sr_ew", "sr_vw")
 HEADERS = ("Loss V", "Loss T", "Acc V", "Acc T", "Spearman", "Pearson", "SR EW", "SR VW")
@@ -33,7 +35,7 @@ def variant_metrics(run_summary: Mapping[str, Any], eval_metrics: Mapping[str, A
     """
     def get(d: Mapping[str, Any], key: str, file: str) -> Any:
         if key not in d:
-            raise ValueError(f"{where}: {file} has no key {key!r}")
+            raise InputError(f"{where}: {file} has no key {key!r}")
         return d[key]
 
     out = {
@@ -93,7 +95,7 @@ def build_table18(results: Mapping[str, Mapping[str, float]],
                                "members": float(r["members"]) if r is not None else math.nan}
         for m in METRICS:
             if r is not None and m not in r:
-                raise ValueError(f"results for {model!r} lack metric {m!r}")
+                raise InputError(f"results for {model!r} lack metric {m!r}")
             rec[m] = float(r[m]) if r is not None else math.nan
             rec[f"{m}_paper"] = float(p[m]) if p.get(m) is not None else math.nan
         records.append(rec)

@@ -28,6 +28,8 @@ import logging
 
 import numpy as np
 import pandas as pd
+from pipeline.errors import InputError
+
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +139,7 @@ def _cum_log(panel: pd.DataFrame) -> np.ndarray:
     lr = np.log1p(panel["ret"].to_numpy(dtype=np.float64))
     if np.isnan(lr).any() or np.isinf(lr).any():
         i = int(np.flatnonzero(~np.isfinite(lr))[0])
-        raise ValueError(f"panel ret is missing or <= -1 at row {i} "
+        raise InputError(f"panel ret is missing or <= -1 at row {i} "
                          f"(stock_id={panel['stock_id'].iat[i]}, date={panel['date'].iat[i]})")
     return pd.Series(lr).groupby(panel["stock_id"].to_numpy()).cumsum().to_numpy()
 
@@ -160,7 +162,7 @@ def trend_signal(panel: pd.DataFrame, rebalance_dates: pd.DatetimeIndex, freq: s
     """
     k_slopes = slope_window or TREND_SLOPE_WINDOW[freq]
     if history_days < max(lags):
-        raise ValueError(f"history_days={history_days} is shorter than the longest lag {max(lags)}")
+        raise InputError(f"history_days={history_days} is shorter than the longest lag {max(lags)}")
     sid = panel["stock_id"].to_numpy()
     pos = _stock_positions(sid)
     cl = _cum_log(panel) if cl is None else cl
@@ -229,7 +231,7 @@ def benchmark_signals(panel: pd.DataFrame, keys: pd.DataFrame, freq: str,
     """
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
-        raise ValueError(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+        raise InputError(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
     out = keys[["stock_id", "date"]].reset_index(drop=True).copy()
     if not names:
         return out
@@ -238,7 +240,7 @@ def benchmark_signals(panel: pd.DataFrame, keys: pd.DataFrame, freq: str,
                                                         out["date"].to_numpy()]))
     if (rows < 0).any():
         i = int(np.flatnonzero(rows < 0)[0])
-        raise ValueError(f"benchmark rows not in the panel, first: stock_id={out['stock_id'].iat[i]}, "
+        raise InputError(f"benchmark rows not in the panel, first: stock_id={out['stock_id'].iat[i]}, "
                          f"date={out['date'].iat[i]}")
     cl = _cum_log(panel)  # shared by every signal
     simple = [n for n in names if n != "TREND"]
@@ -262,7 +264,7 @@ def benchmark_signals(panel: pd.DataFrame, keys: pd.DataFrame, freq: str,
             log.warning("TREND: history_days=%d drops the moving averages %s", history_days,
                         [L for L in TREND_LAGS if L > history_days])
         if not lags:
-            raise ValueError(f"TREND: history_days={history_days} is shorter than every lag")
+            raise InputError(f"TREND: history_days={history_days} is shorter than every lag")
         tr = trend_signal(panel, cal, freq, history_days=history_days, lags=lags, cl=cl)
         m = out[["stock_id", "date"]].merge(tr, on=["stock_id", "date"], how="left")
         out["TREND"] = m["TREND"].to_numpy()

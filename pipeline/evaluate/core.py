@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import InputError
 from pipeline import paths
 from pipeline.config import PROCESS_SETTINGS, Config, save_resolved, section_hash
 from pipeline.evaluate import calibration, hl_analysis, plots, tables
@@ -127,18 +128,18 @@ def read_predictions(path: Path, ret_col: str, need_cap: bool) -> pd.DataFrame:
         raise FileNotFoundError(f"no predictions at {path}: run `make predict` first")
     pred = pd.read_parquet(path)
     if pred.empty:
-        raise ValueError(f"{path}: the predictions table has no rows")
+        raise InputError(f"{path}: the predictions table has no rows")
     need = ["stock_id", "date", "p_up", ret_col] + (["mktcap"] if need_cap else [])
     missing = [c for c in need if c not in pred.columns]
     if missing:
-        raise ValueError(f"{path}: missing columns {missing}")
+        raise InputError(f"{path}: missing columns {missing}")
     if not np.issubdtype(pred["date"].dtype, np.datetime64):
-        raise ValueError(f"{path}: column 'date' must be datetime64, got {pred['date'].dtype}")
+        raise InputError(f"{path}: column 'date' must be datetime64, got {pred['date'].dtype}")
     pred["date"] = pred["date"].astype("datetime64[ns]")
     p = pred["p_up"].to_numpy(dtype=np.float64)
     bad = np.isnan(p) | (p < 0) | (p > 1)
     if bad.any():
-        raise ValueError(f"{path}: p_up missing or outside [0, 1] in {int(bad.sum())} rows: "
+        raise InputError(f"{path}: p_up missing or outside [0, 1] in {int(bad.sum())} rows: "
                          + _rows_text(pred, bad))
     return pred.sort_values(["date", "stock_id"], kind="stable").reset_index(drop=True)
 
@@ -328,7 +329,7 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
     df = pred[pred[ret_col].notna()].reset_index(drop=True)
     df = df.rename(columns={ret_col: "ret"})
     if df.empty:
-        raise ValueError(f"{pred_path}: no rows with a non-missing {ret_col} to evaluate")
+        raise InputError(f"{pred_path}: no rows with a non-missing {ret_col} to evaluate")
     log.info("evaluating %d rows (%d predictions, %d in universe %s)", len(df), n_pred, n_universe,
              universe)
 

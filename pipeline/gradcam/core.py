@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.errors import InputError
 from pipeline.progress import progress
 
 log = logging.getLogger(__name__)
@@ -196,10 +197,10 @@ def select_extremes(pred: pd.DataFrame, n_per_side: int) -> pd.DataFrame:
     """
     missing = {"stock_id", "date", "p_up"} - set(pred.columns)
     if missing:
-        raise ValueError(f"predictions lack columns {sorted(missing)}")
+        raise InputError(f"predictions lack columns {sorted(missing)}")
     p = pred[["stock_id", "date", "p_up"]].dropna(subset=["p_up"])
     if len(p) < 2 * n_per_side:
-        raise ValueError(f"only {len(p)} predictions with a P(up); need {2 * n_per_side} "
+        raise InputError(f"only {len(p)} predictions with a P(up); need {2 * n_per_side} "
                          f"({n_per_side} per side)")
     up = p.sort_values(["p_up", "stock_id", "date"], ascending=[False, True, True]).head(n_per_side)
     down = p.sort_values(["p_up", "stock_id", "date"], ascending=[True, True, True]).head(n_per_side)
@@ -216,13 +217,13 @@ def locate_rows(labels: pd.DataFrame, keys: pd.DataFrame, where: str = "labels")
     idx = pd.MultiIndex.from_arrays([labels["stock_id"].astype(np.int64).to_numpy(),
                                      pd.to_datetime(labels["date"]).to_numpy("datetime64[ns]")])
     if not idx.is_unique:
-        raise ValueError(f"{where}: duplicate (stock_id, date) rows")
+        raise InputError(f"{where}: duplicate (stock_id, date) rows")
     q = pd.MultiIndex.from_arrays([keys["stock_id"].astype(np.int64).to_numpy(),
                                    pd.to_datetime(keys["date"]).to_numpy("datetime64[ns]")])
     pos = idx.get_indexer(q)
     if (pos < 0).any():
         k = keys.iloc[int(np.flatnonzero(pos < 0)[0])]
-        raise ValueError(f"{where}: no image for stock_id {k['stock_id']} on {k['date']}")
+        raise InputError(f"{where}: no image for stock_id {k['stock_id']} on {k['date']}")
     return pos.astype(np.int64)
 
 
@@ -286,7 +287,7 @@ def choose_year(cfg, pred_years: Sequence[int], image_years: Sequence[int]) -> i
     have = sorted(set(int(y) for y in pred_years) & set(int(y) for y in image_years))
     if cfg.gradcam.year is not None:
         if cfg.gradcam.year not in have:
-            raise ValueError(f"gradcam.year {cfg.gradcam.year} has no predictions with images; "
+            raise InputError(f"gradcam.year {cfg.gradcam.year} has no predictions with images; "
                              f"years available: {have}")
         if not first <= cfg.gradcam.year <= last:
             log.warning("gradcam.year %d lies outside the test years %d-%d (in-sample images)",
@@ -294,7 +295,7 @@ def choose_year(cfg, pred_years: Sequence[int], image_years: Sequence[int]) -> i
         return int(cfg.gradcam.year)
     oos = [y for y in have if first <= y <= last]
     if not oos:
-        raise ValueError(f"no test year ({first}-{last}) has both predictions and images "
+        raise InputError(f"no test year ({first}-{last}) has both predictions and images "
                          f"(predictions: {sorted(set(pred_years))}, images: {list(image_years)})")
     return oos[-1]
 

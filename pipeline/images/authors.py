@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.feather as feather
 
+from pipeline.errors import InputError
 from pipeline.images.store import (IMAGE_SHAPES, LABEL_TABLE_COLUMNS, RETURN_SUFFIXES,
                                    labels_from_returns, write_year)
 from pipeline.io import atomic_path, mark_done, read_json, write_json
@@ -67,7 +68,7 @@ def find_authors_files(src_dir: str | Path, window: int, freq: str) -> dict[int,
         kind = "images" if m["kind"] == "images.dat" else "labels"
         slot = found.setdefault(int(m["year"]), {})
         if kind in slot:
-            raise ValueError(f"{src_dir}: year {m['year']} has two {kind} files: "
+            raise InputError(f"{src_dir}: year {m['year']} has two {kind} files: "
                              f"{slot[kind].name} and {p.name}")
         slot[kind] = p
     if not found:
@@ -90,12 +91,12 @@ def read_authors_labels(path: str | Path) -> pd.DataFrame:
     raw = feather.read_table(path).to_pandas()
     missing = [c for c in REQUIRED if c not in raw.columns]
     if missing:
-        raise ValueError(f"{path}: missing columns {missing}; have {list(raw.columns)}")
+        raise InputError(f"{path}: missing columns {missing}; have {list(raw.columns)}")
     out = pd.DataFrame(index=raw.index)
     sid = raw["StockID"]
     if sid.isna().any() or not np.all(np.mod(sid.to_numpy(dtype=np.float64), 1) == 0):
         i = int(np.flatnonzero(sid.isna().to_numpy() | (np.mod(sid.to_numpy(np.float64), 1) != 0))[0])
-        raise ValueError(f"{path}: StockID at row {i} is not an integer ({sid.iloc[i]!r})")
+        raise InputError(f"{path}: StockID at row {i} is not an integer ({sid.iloc[i]!r})")
     out["stock_id"] = sid.to_numpy().astype(np.int32)
     out["date"] = pd.to_datetime(raw["Date"]).to_numpy().astype("datetime64[ns]")
     src = dict(COLUMN_MAP)
@@ -120,11 +121,11 @@ def read_authors_images(path: str | Path, window: int, n_rows: int | None = None
     h, w3 = IMAGE_SHAPES[window]
     size = path.stat().st_size
     if size % (h * w3):
-        raise ValueError(f"{path}: {size} bytes is not a multiple of one {h}x{w3} image "
+        raise InputError(f"{path}: {size} bytes is not a multiple of one {h}x{w3} image "
                          f"({h * w3} bytes)")
     n = size // (h * w3)
     if n_rows is not None and n != n_rows:
-        raise ValueError(f"{path}: {n} images but the label file has {n_rows} rows")
+        raise InputError(f"{path}: {n} images but the label file has {n_rows} rows")
     if n == 0:
         return np.zeros((0, h, w3), dtype=np.uint8)
     return np.memmap(path, dtype=np.uint8, mode="r", shape=(n, h, w3))
@@ -153,7 +154,7 @@ def import_authors(src_dir: str | Path, dst_image_set_dir: str | Path, window: i
         dup = (np.diff(lab["stock_id"].to_numpy()) == 0) & (np.diff(lab["date"].to_numpy()) == np.timedelta64(0))
         if dup.any():
             i = int(np.flatnonzero(dup)[0]) + 1
-            raise ValueError(f"{f['labels']}: duplicate (StockID, Date) at row {i}")
+            raise InputError(f"{f['labels']}: duplicate (StockID, Date) at row {i}")
         write_year(dst, y, np.asarray(imgs), lab)
         total += len(lab)
     write_json(dst / "rejections.json", {})
@@ -223,6 +224,6 @@ def _set_freq(directory: Path) -> str:
                 return str(info["image_set"]).split("/")[1]
     m = re.search(r"_(week|month|quarter)$", directory.name)
     if not m:
-        raise ValueError(f"{directory}: cannot tell the set's frequency (no _DONE.json or "
+        raise InputError(f"{directory}: cannot tell the set's frequency (no _DONE.json or "
                          "source.json, folder not named I<W>_<freq>)")
     return m.group(1)

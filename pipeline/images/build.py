@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.errors import InputError
 from pipeline import paths
 from pipeline.config import Config, parse_image_set, save_resolved, section_hash
 from pipeline.images import labels as labels_mod
@@ -188,7 +189,7 @@ def plan_image_set(keys: PanelKeys, panel_dir: str | Path, parts_dir: Path, wind
                    ma: bool, volume: bool, settings_hash: str) -> Plan:
     """Candidates, R0 counts, labels and (year, shard) tasks of one image set."""
     if stocks_per_shard < 1:
-        raise ValueError(f"images.stocks_per_shard must be >= 1, got {stocks_per_shard}")
+        raise InputError(f"images.stocks_per_shard must be >= 1, got {stocks_per_shard}")
     days = keys.days
     pe = windows.period_ends(keys.calendar, freq)
     pe_years = pe.astype("datetime64[Y]").astype(np.int64) + 1970
@@ -432,7 +433,7 @@ def build_image_set(cfg: Config, image_set: str, executor: Executor,
     panel_dir = Path(panel_dir) if panel_dir is not None else paths.panel_dir(cfg)
     out_dir = Path(out_dir) if out_dir is not None else paths.images_dir(cfg, image_set)
     if cfg.images.start_year > cfg.images.end_year:
-        raise ValueError(f"images.start_year {cfg.images.start_year} > images.end_year "
+        raise InputError(f"images.start_year {cfg.images.start_year} > images.end_year "
                          f"{cfg.images.end_year}")
     require_done(panel_dir, panel_settings_hash(cfg), "the panel", "panel")
     h = image_set_hash(cfg, image_set, panel_dir)

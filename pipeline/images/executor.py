@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol
 
 
+from pipeline.errors import InputError
 from pipeline.progress import progress
 from pipeline.procs import die_with_parent, usable_cores
 
@@ -36,7 +37,7 @@ class LocalExecutor:
     def __init__(self, workers: int | None = None) -> None:
         self.workers = int(workers) if workers else usable_cores()
         if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+            raise InputError(f"workers must be >= 1, got {workers}")
 
     def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], desc: str = "tasks") -> list:
         tasks = list(tasks)
@@ -115,4 +116,4 @@ def make_executor(images_cfg: Any) -> LocalExecutor | DaskExecutor:
         return LocalExecutor(images_cfg.workers)
     if images_cfg.executor == "dask":
         return DaskExecutor(images_cfg.dask_scheduler, images_cfg.workers)
-    raise ValueError(f"images.executor {images_cfg.executor!r}: choose local or dask")
+    raise InputError(f"images.executor {images_cfg.executor!r}: choose local or dask")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import InputError
 from pipeline.io import read_json, write_npy, write_parquet
 
 IMAGE_SHAPES = {5: (32, 15), 20: (64, 60), 60: (96, 180)}
@@ -52,7 +53,7 @@ def image_set_name(window: int, freq: str) -> str:
 def write_year(directory: str | Path, year: int, images: np.ndarray, labels: pd.DataFrame) -> None:
     """Write one year's array and label table (row-aligned), each atomically."""
     if len(images) != len(labels):
-        raise ValueError(f"year {year}: {len(images)} images but {len(labels)} label rows")
+        raise InputError(f"year {year}: {len(images)} images but {len(labels)} label rows")
     directory = Path(directory)
     write_npy(directory / f"images_{year}.npy", np.ascontiguousarray(images, dtype=np.uint8))
     write_parquet(directory / f"labels_{year}.parquet", labels.reset_index(drop=True))

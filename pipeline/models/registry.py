@@ -17,12 +17,13 @@ import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
+from pipeline.errors import InputError
 from pipeline.models.cnn import ChartCNN, ModelSpec
 
 _REGISTRY: dict[str, Callable[[], ModelSpec]] = {}
 
 
-class UnknownModelError(KeyError, ValueError):
+class UnknownModelError(KeyError, InputError):
     """A model name that is not registered (a ValueError too, so stage CLIs report it in one line)."""
 
     def __str__(self) -> str:

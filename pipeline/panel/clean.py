@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipeline.errors import InputError
 from pipeline.config import PanelConfig
 from pipeline.panel.mktcap import dollar_volume_proxy, proxy_min_periods, segment_starts
 
@@ -38,7 +39,7 @@ NS_PER_DAY = 86_400 * 10**9
 UNKNOWN_EXCHANGE = "UNKNOWN"
 
 
-class PanelInputError(ValueError):
+class PanelInputError(InputError):
     """Raw input that cannot be read as the declared source.
 
     The message names the file, the 1-based line (text) or row (Parquet) and the column.

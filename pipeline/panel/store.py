@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import InputError
 from pipeline.io import read_json, write_json, write_parquet
 
 PANEL_COLUMNS = ["stock_id", "date", "open", "high", "low", "close", "volume", "ret", "mktcap",
@@ -39,7 +40,7 @@ PANEL_COLUMNS = ["stock_id", "date", "open", "high", "low", "close", "volume", "
 FLOAT_COLUMNS = ["open", "high", "low", "close", "volume", "ret", "mktcap"]
 
 
-class PanelContractError(ValueError):
+class PanelContractError(InputError):
     """A panel (or a file claiming to be one) violates the canonical contract."""
 
 

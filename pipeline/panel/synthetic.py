@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
+from pipeline.errors import InputError
 from pipeline.config import SyntheticConfig
 from pipeline.panel.store import PANEL_COLUMNS
 
@@ -245,19 +246,19 @@ MAX_SIGNAL_STRENGTH = 2.0
 def _check_cfg(cfg: SyntheticConfig) -> None:
     """Refuse settings the model does not support, naming the key."""
     if int(cfg.n_stocks) < 1:
-        raise ValueError(f"synthetic.n_stocks must be >= 1, got {cfg.n_stocks}")
+        raise InputError(f"synthetic.n_stocks must be >= 1, got {cfg.n_stocks}")
     s = float(cfg.signal_strength)
     # The trend term is positive feedback: near s = 3 the return process stops being stationary
     # (prices explode); from s = 2 on, the $1 floor already delists most stocks.
     if not 0.0 <= s <= MAX_SIGNAL_STRENGTH:
-        raise ValueError(f"synthetic.signal_strength must be in [0, {MAX_SIGNAL_STRENGTH}], got {s}")
+        raise InputError(f"synthetic.signal_strength must be in [0, {MAX_SIGNAL_STRENGTH}], got {s}")
 
 
 def market_dates(cfg: SyntheticConfig) -> pd.DatetimeIndex:
     """Trading days of the synthetic market: pandas business days from cfg.start to cfg.end inclusive."""
     dates = pd.bdate_range(cfg.start, cfg.end)
     if len(dates) < 2:
-        raise ValueError(f"synthetic: start={cfg.start!r}..end={cfg.end!r} gives {len(dates)} "
+        raise InputError(f"synthetic: start={cfg.start!r}..end={cfg.end!r} gives {len(dates)} "
                          "business days; need at least 2")
     return dates
 
@@ -419,7 +420,7 @@ def _sample_states(cfg: SyntheticConfig, uni: _Universe, k_draws: int) -> tuple[
     n_elig = np.maximum(uni.delist_day - first + 1, 0)
     total = int(n_elig.sum())
     if total == 0:
-        raise ValueError("synthetic: no stock has 20 records of history; lengthen start..end")
+        raise InputError("synthetic: no stock has 20 records of history; lengthen start..end")
     rng = np.random.default_rng([cfg.seed, 3])
     k = rng.integers(0, total, int(k_draws))
     cum = np.cumsum(n_elig)
@@ -456,9 +457,9 @@ def _p_up(st: _State, u: _Units, strength: float, horizons: list[int], rng: np.r
 def _check_bayes_cfg(cfg: SyntheticConfig) -> None:
     n_paths = int(cfg.bayes_paths)
     if n_paths < 2 or n_paths % 2:
-        raise ValueError(f"synthetic.bayes_paths must be an even number >= 2, got {cfg.bayes_paths}")
+        raise InputError(f"synthetic.bayes_paths must be an even number >= 2, got {cfg.bayes_paths}")
     if int(cfg.bayes_samples) < 2:
-        raise ValueError(f"synthetic.bayes_samples must be >= 2, got {cfg.bayes_samples}")
+        raise InputError(f"synthetic.bayes_samples must be >= 2, got {cfg.bayes_samples}")
     _check_cfg(cfg)
 
 
@@ -536,7 +537,7 @@ def bayes_accuracy(cfg: SyntheticConfig, horizons=(5, 20, 60),
     """
     hs = sorted({int(h) for h in horizons})
     if not hs or hs[0] < 1:
-        raise ValueError(f"synthetic.bayes_accuracy: horizons must be positive integers, got {horizons}")
+        raise InputError(f"synthetic.bayes_accuracy: horizons must be positive integers, got {horizons}")
     _check_bayes_cfg(cfg)
     dates = market_dates(cfg)
     uni = _universe(cfg, len(dates))

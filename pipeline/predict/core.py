@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from pipeline.errors import InputError
 from pipeline.progress import progress
 from pipeline import paths
 from pipeline.config import Config, section_hash
@@ -132,7 +133,7 @@ def predict_parts(rc: Config, members: list[int], rt: Runtime) -> list[int]:
         imgs = image_set.images(y)
         n_labels = image_set.count(y)
         if n_labels != len(imgs):
-            raise ValueError(f"{image_set.directory}: year {y} has {len(imgs)} images but "
+            raise InputError(f"{image_set.directory}: year {y} has {len(imgs)} images but "
                              f"{n_labels} label rows")
         for i in todo:
             if i not in models:
@@ -226,7 +227,7 @@ def _write_predictions(rc: Config, run: Path, image_set: ImageSet, years: list[i
                 columns = [np.load(p) for p in parts]
                 for p, c in zip(parts, columns):
                     if c.shape != (len(labels),):
-                        raise ValueError(f"{p}: {c.shape} predictions per member but {len(labels)} "
+                        raise InputError(f"{p}: {c.shape} predictions per member but {len(labels)} "
                                          f"label rows for year {y}; delete that file and predict again")
                 df = prediction_frame(labels, np.column_stack(columns), suffix, calibrations)
                 table = pa.Table.from_pandas(df, preserve_index=False,

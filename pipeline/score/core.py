@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import InputError
 from pipeline import paths
 from pipeline.config import Config, save_resolved
 from pipeline.images import windows
@@ -38,7 +39,7 @@ from pipeline.train.loop import Runtime
 log = logging.getLogger(__name__)
 
 
-class ScoreInputError(ValueError):
+class ScoreInputError(InputError):
     """The panel cannot produce the run's images at the requested date (or names no such stocks)."""
 
 

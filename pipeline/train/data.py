@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.errors import InputError
 from pipeline.config import Config, split_years
 from pipeline.images.store import PERIOD_OF_HORIZON, ImageSet, label_suffix
 from pipeline.paths import images_dir
@@ -121,11 +122,11 @@ def select_labels(labels: pd.DataFrame, suffix: str, reproduce_nan_as_down: bool
     col = f"label_{suffix}"
     for c in (col, "ewma_vol"):
         if c not in labels.columns:
-            raise ValueError(f"label table has no column {c!r} (columns: {list(labels.columns)})")
+            raise InputError(f"label table has no column {c!r} (columns: {list(labels.columns)})")
     lab = labels[col].to_numpy().astype(np.int64)
     bad = ~np.isin(lab, (0, 1, 2))
     if bad.any():
-        raise ValueError(f"column {col!r} row {int(np.flatnonzero(bad)[0])}: label "
+        raise InputError(f"column {col!r} row {int(np.flatnonzero(bad)[0])}: label "
                          f"{lab[bad][0]} not in {{0, 1, 2}}")
     keep = labels["ewma_vol"].to_numpy() != 0
     if reproduce_nan_as_down:
@@ -140,7 +141,7 @@ def insample_years(cfg: Config, image_set: ImageSet) -> list[int]:
     (first, last), _ = split_years(cfg.train)
     years = [y for y in image_set.years if first <= y <= last]
     if not years:
-        raise ValueError(f"image set {image_set.directory} has years {image_set.years}, none in the "
+        raise InputError(f"image set {image_set.directory} has years {image_set.years}, none in the "
                          f"in-sample range {first}-{last}")
     return years
 
@@ -150,7 +151,7 @@ def oos_years(cfg: Config, image_set: ImageSet) -> list[int]:
     _, (first, last) = split_years(cfg.train)
     years = [y for y in image_set.years if first <= y <= last]
     if not years:
-        raise ValueError(f"image set {image_set.directory} has years {image_set.years}, none in the "
+        raise InputError(f"image set {image_set.directory} has years {image_set.years}, none in the "
                          f"test range {first}-{last}")
     return years
 
@@ -169,7 +170,7 @@ def build_index(image_set: ImageSet, years: list[int], horizon: int, label_retur
     for y, t in tables.items():
         n_img = image_set.count(y)
         if len(t) != n_img:
-            raise ValueError(f"{image_set.directory}/labels_{y}.parquet has {len(t)} rows but "
+            raise InputError(f"{image_set.directory}/labels_{y}.parquet has {len(t)} rows but "
                              f"images_{y}.npy has {n_img}")
     period_ends = np.unique(np.concatenate(
         [t["date"].to_numpy().astype("datetime64[D]") for t in tables.values()]))
@@ -214,7 +215,7 @@ def insample_index(cfg: Config) -> tuple[ImageSet, SampleIndex]:
     index = build_index(image_set, years, t.horizon, t.label_return, t.reproduce_nan_as_down,
                         max_images=t.max_train_images, seed=t.seed)
     if len(index) == 0:
-        raise ValueError(f"no usable in-sample images in {image_set.directory} for years {years}")
+        raise InputError(f"no usable in-sample images in {image_set.directory} for years {years}")
     return image_set, index
 
 
@@ -249,7 +250,7 @@ def stats_from_histogram(hist: np.ndarray) -> tuple[float, float]:
     mean = float((hist * v).sum() / n)
     var = float((hist * (v - mean) ** 2).sum() / n)
     if var <= 0:
-        raise ValueError("normalisation: every pixel has the same value (std 0)")
+        raise InputError("normalisation: every pixel has the same value (std 0)")
     return mean, float(np.sqrt(var))
 
 
@@ -281,7 +282,7 @@ def compute_norm(image_set: ImageSet, index: SampleIndex, mode: str = "insample"
                 pooled += h
         mean, std = stats_from_histogram(pooled)
         return {"mode": mode, "mean": mean, "std": std, "per_year": per_year}
-    raise ValueError(f"unknown norm mode {mode!r}; choose insample or per_year_first50k")
+    raise InputError(f"unknown norm mode {mode!r}; choose insample or per_year_first50k")
 
 
 def norm_for_year(norm: dict, year: int) -> tuple[float, float]:
@@ -289,7 +290,7 @@ def norm_for_year(norm: dict, year: int) -> tuple[float, float]:
     per_year = norm.get("per_year")
     if per_year is not None:
         if str(year) not in per_year:
-            raise ValueError(f"norm.json has no statistics for year {year} (mode {norm.get('mode')})")
+            raise InputError(f"norm.json has no statistics for year {year} (mode {norm.get('mode')})")
         return per_year[str(year)]["mean"], per_year[str(year)]["std"]
     return norm["mean"], norm["std"]
 

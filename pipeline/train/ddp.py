@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from pipeline.errors import InputError
+
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def resolve_device(pref: str = "auto", local_rank: int = 0) -> torch.device:
     """auto: CUDA when available, else CPU; cuda fails clearly when there is none."""
     if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise ValueError("train.device is 'cuda' but torch sees no CUDA device")
+            raise InputError("train.device is 'cuda' but torch sees no CUDA device")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 

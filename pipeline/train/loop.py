@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pipeline.errors import InputError
 from pipeline.progress import progress
 from pipeline import paths
 from pipeline.config import PROCESS_SETTINGS, Config, TrainConfig, parse_image_set, save_resolved, section_hash
@@ -255,7 +256,7 @@ def train_member(t: TrainConfig, model_name: str, image_dir: Path, index: Sample
 
     train_pos, val_pos = split_member(len(index), t.val_fraction, seed)
     if len(train_pos) == 0 or len(val_pos) == 0:
-        raise ValueError(f"member {member}: pool of {len(index)} images is too small for a "
+        raise InputError(f"member {member}: pool of {len(index)} images is too small for a "
                          f"{1 - t.val_fraction:.0%}/{t.val_fraction:.0%} split")
     train_ds = MemmapImages(image_dir, index.subset(train_pos), norm)
     val_ds = MemmapImages(image_dir, index.subset(val_pos), norm)
@@ -440,7 +441,7 @@ def check_model_fits(model_name: str, image_set: ImageSet) -> None:
     """ValueError when the model's input size differs from the image set's (H, 3W)."""
     hw = model_spec(model_name).image_hw
     if tuple(image_set.shape) != tuple(hw):
-        raise ValueError(f"model {model_name} expects {hw[0]}x{hw[1]} images but "
+        raise InputError(f"model {model_name} expects {hw[0]}x{hw[1]} images but "
                          f"{image_set.directory} holds {image_set.shape[0]}x{image_set.shape[1]}")
 
 
