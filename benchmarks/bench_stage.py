@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from pipeline.config import Config, load_config
+from pipeline.images.build import make_training_inputs
 from pipeline.io import read_json
 from pipeline.procs import usable_cores
 
@@ -63,20 +64,6 @@ def stage_config(root: Path, model: str, images: int, members: int, parallel: in
     if threads is not None:
         over.append(f"train.threads={threads}")
     return load_config(None, over)
-
-
-def build_inputs(cfg: Config) -> None:
-    """The panel and image stages (their real code) into cfg's data folder."""
-    from pipeline.images.build import build_image_set
-    from pipeline.images.executor import make_executor
-    from pipeline.panel.build import make_panel
-
-    make_panel(cfg)
-    ex = make_executor(cfg.images)
-    try:
-        build_image_set(cfg, cfg.train.image_set, ex)
-    finally:
-        ex.close()
 
 
 def time_stages(cfg: Config) -> dict:
@@ -129,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
         root = Path(tmp)
         base = stage_config(root, a.model, a.images, 1, 1, None, "one", a.stocks)
         t0 = time.perf_counter()
-        build_inputs(base)
+        make_training_inputs(base)  # the panel and image stages' real code
         build_s = time.perf_counter() - t0
         one = time_stages(base)
         import torch

@@ -509,3 +509,18 @@ def _build(cfg: Config, image_set: str, executor: Executor, panel_dir: Path, out
     shutil.rmtree(parts_dir, ignore_errors=True)
     log.info("%s: %d images in %.1f s (%s)", image_set, total, t3 - t0, timing)
     return out_dir
+
+
+def make_training_inputs(cfg: Config) -> Path:
+    """The panel stage, then the image set ``cfg.train.image_set`` (each skipped when done): the
+    inputs of a training run, for drivers over the stages (studies, benchmarks). Returns the image
+    set's folder."""
+    from pipeline.images.executor import make_executor
+    from pipeline.panel.build import make_panel
+
+    make_panel(cfg)
+    executor = make_executor(cfg.images)
+    try:
+        return build_image_set(cfg, cfg.train.image_set, executor)
+    finally:
+        executor.close()

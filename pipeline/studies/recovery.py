@@ -34,8 +34,9 @@ import pandas as pd
 
 from pipeline import paths
 from pipeline.config import Config, ConfigError, save_resolved, split_years
-from pipeline.io import atomic_write_text, read_json, write_figure, write_json
 from pipeline.evaluate.bayes import gain_recovered_se
+from pipeline.images.build import make_training_inputs
+from pipeline.io import atomic_write_text, read_json, write_figure, write_json
 from pipeline.train.recipes import apply_recipe
 
 log = logging.getLogger(__name__)
@@ -67,19 +68,6 @@ def check_study(cfg: Config) -> None:
         raise ConfigError("'recovery.recipes' is empty")
     for r in cfg.recovery.recipes:
         apply_recipe(cfg, r)  # unknown names fail before any work
-
-
-def _prepare_inputs(cfg: Config) -> None:
-    from pipeline.images.build import build_image_set
-    from pipeline.images.executor import make_executor
-    from pipeline.panel.build import make_panel
-
-    make_panel(cfg)
-    executor = make_executor(cfg.images)
-    try:
-        build_image_set(cfg, cfg.train.image_set, executor)
-    finally:
-        executor.close()
 
 
 def cell_predicted(cfg: Config, recipe: str, pool: int) -> bool:
@@ -167,7 +155,7 @@ def run_study(cfg: Config, report_dir: Path | None = None, table_only: bool = Fa
     study_dir = cfg.experiment_dir / "study"
     t0 = time.perf_counter()
     if not table_only:
-        _prepare_inputs(cfg)
+        make_training_inputs(cfg)
     rows = []
     pools = sorted(set(int(p) for p in cfg.recovery.pool_sizes))
     for pool in pools:
