@@ -410,8 +410,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"'evaluate.cost_bps' is {c!r}; use a finite cost per side >= 0 (basis points)")
 
 
+# The one statement of the image/rebalance frequencies and of which horizon goes with which
+# (METHOD 2.9: the horizon sets the frequency); every module imports these.
 FREQUENCIES = ("week", "month", "quarter")
-HORIZON_FREQUENCY = {5: "week", 20: "month", 60: "quarter"}  # METHOD 2.9: horizon sets frequency
+HORIZON_FREQUENCY = {5: "week", 20: "month", 60: "quarter"}
+FREQUENCY_HORIZON = {f: h for h, f in HORIZON_FREQUENCY.items()}
 
 
 def parse_image_set(text: str) -> tuple[int, str]:

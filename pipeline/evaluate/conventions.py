@@ -36,9 +36,8 @@ from __future__ import annotations
 
 import math
 
-from pipeline.config import HORIZON_FREQUENCY
+from pipeline.config import FREQUENCIES, HORIZON_FREQUENCY  # noqa: F401 - FREQUENCIES re-exported
 
-FREQUENCIES = ("week", "month", "quarter")
 # Periods per year used to annualise per-period means, sds and Sharpe ratios.
 ANNUALISATION: dict[str, int] = {"week": 52, "month": 12, "quarter": 4}
 # Multiplies a mean per-rebalance turnover into a monthly figure.

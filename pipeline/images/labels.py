@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipeline.config import FREQUENCIES
 from pipeline.images import windows
 from pipeline.images.store import LABEL_TABLE_COLUMNS, RETURN_SUFFIXES, labels_from_returns
 
@@ -161,7 +162,7 @@ def label_table(stock_ids: np.ndarray, offsets: np.ndarray, days: np.ndarray, re
     for k in RECORD_HORIZONS:
         out[f"ret_{k}d"] = forward_returns(cl, rows, stock_end, k)
     keys = windows.row_keys(days, offsets)
-    for f in windows.FREQUENCIES:
+    for f in FREQUENCIES:
         out[f"ret_{f}"] = period_returns(cl, days, offsets, calendar, rows, f, mode, keys)
     for s in RETURN_SUFFIXES:
         out[f"label_{s}"] = labels_from_returns(out[f"ret_{s}"])

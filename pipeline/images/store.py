@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.config import HORIZON_FREQUENCY
 from pipeline.errors import InputError
 from pipeline.io import read_json, write_npy, write_parquet
 
@@ -31,7 +32,7 @@ RETURN_SUFFIXES = ("5d", "20d", "60d", "week", "month", "quarter")
 RETURN_COLUMNS = [f"ret_{s}" for s in RETURN_SUFFIXES]
 LABEL_COLUMNS = [f"label_{s}" for s in RETURN_SUFFIXES]
 LABEL_TABLE_COLUMNS = ["stock_id", "date", "mktcap", "ewma_vol", *RETURN_COLUMNS, *LABEL_COLUMNS]
-PERIOD_OF_HORIZON = {5: "week", 20: "month", 60: "quarter"}
+PERIOD_OF_HORIZON = HORIZON_FREQUENCY  # the period return a horizon's label uses
 
 
 def label_suffix(horizon: int, label_return: str = "period") -> str:

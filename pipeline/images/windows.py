@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FREQUENCIES = ("week", "month", "quarter")
+from pipeline.config import FREQUENCIES
+
 # Columns handed to the renderer, in this order (ARCHITECTURE / render.render_windows contract).
 RENDER_COLUMNS = ["open", "high", "low", "close", "volume", "ret"]
 R0_CODE = 0  # no valid-return record on the image date (assigned here, not by the renderer)

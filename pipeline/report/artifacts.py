@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipeline import paths
-from pipeline.config import Config, parse_image_set
+from pipeline.config import FREQUENCY_HORIZON, Config, parse_image_set
 from pipeline.images.store import ImageSet, label_suffix
 from pipeline.panel.store import PanelMeta
 
@@ -154,7 +154,7 @@ def load_image_set_summary(cfg: Config, image_set: str) -> ImageSetSummary | Non
         return None
     w, freq = parse_image_set(image_set)
     # The label this set's natural horizon uses (the horizon sets the frequency, METHOD 2.9).
-    horizon = {"week": 5, "month": 20, "quarter": 60}[freq]
+    horizon = FREQUENCY_HORIZON[freq]
     label_col = f"label_{label_suffix(horizon, cfg.train.label_return)}"
     rows = []
     for y in s.years:

@@ -31,13 +31,13 @@ import pandas as pd
 import torch
 
 from pipeline.errors import InputError
-from pipeline.config import Config, split_years
+from pipeline.config import FREQUENCIES, Config, split_years
 from pipeline.images.store import PERIOD_OF_HORIZON, ImageSet, label_suffix
 from pipeline.paths import images_dir
 
 log = logging.getLogger(__name__)
 
-PERIOD_SUFFIXES = ("week", "month", "quarter")
+PERIOD_SUFFIXES = FREQUENCIES  # label suffixes of period returns (the others count records)
 # METHOD 3.4 fixed rule: first (month, day) of the last in-sample year whose images are dropped.
 FIXED_CUTOFF = {5: (12, 24), 20: (12, 1), 60: (10, 1)}
 
