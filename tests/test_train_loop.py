@@ -68,7 +68,7 @@ def trained(tmp_path_factory):
 
 def test_train_run_learns_and_writes_artifacts(trained):
     cfg, run = trained
-    assert run == run_dir(cfg) and run.name == "I5_R5"
+    assert run == run_dir(cfg) and run.name == "I5_R5-is1995-1996-os1997-1997"
     for f in ("config.yaml", "norm.json", "summary.json", "_TRAIN_DONE.json"):
         assert (run / f).exists(), f
     norm = read_model_card(run)["norm"]
@@ -200,3 +200,16 @@ def test_model_must_fit_the_image_set(tmp_path):
     build_image_set(cfg, n_stocks=2)
     with pytest.raises(ValueError, match="I20 expects 64x60 images"):
         train_run(cfg)
+
+
+def test_checkpoints_are_byte_identical_for_identical_weights(tmp_path):
+    """The archive inside a torch file is named after the file; saved through memory it is fixed,
+    so the same weights written twice (under different temporary names) give the same bytes."""
+    from pipeline.train.loop import _save_torch
+
+    w = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.ones(4)}
+    _save_torch(tmp_path / "one.pt", w)
+    _save_torch(tmp_path / "two.pt", {k: v.clone() for k, v in w.items()})
+    assert (tmp_path / "one.pt").read_bytes() == (tmp_path / "two.pt").read_bytes()
+    back = torch.load(tmp_path / "two.pt", weights_only=True)
+    assert torch.equal(back["a"], w["a"])

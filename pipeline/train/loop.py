@@ -39,8 +39,8 @@ from pipeline.progress import progress
 from pipeline import paths
 from pipeline.config import PROCESS_SETTINGS, Config, TrainConfig, parse_image_set, save_resolved, section_hash
 from pipeline.images.store import ImageSet
-from pipeline.io import (StaleInputError, atomic_path, atomic_write_text, folder_lock, is_done, mark_done,
-                         marker_path, read_json, remove_stale_temps, require_done, write_json)
+from pipeline.io import (StaleInputError, atomic_write_bytes, atomic_write_text, folder_lock, is_done,
+                         mark_done, marker_path, read_json, remove_stale_temps, require_done, write_json)
 from pipeline.models.cnn import ChartCNN
 from pipeline.models.registry import create_model, model_spec
 from pipeline.procs import plan_workers, run_jobs, threads_per_worker, usable_cores
@@ -227,8 +227,12 @@ def _csv_text(rows: list[dict]) -> str:
 
 
 def _save_torch(path: Path, obj: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save atomically, byte-identical for identical content: saved to memory, the archive's
+    internal folder is always "archive" (saved to a file it is the file's name, here a random
+    temporary one), so equal weights give equal files and equal SHA-256 in the model card."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -289,6 +293,13 @@ def train_member(t: TrainConfig, model_name: str, image_dir: Path, index: Sample
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if ck.get("hash") == done_hash:
+            was = ck.get("threads")
+            if was is not None and was != torch.get_num_threads() and info.is_main:
+                log.warning("member %d: resuming on %d thread(s) a run trained so far on %d: CPU "
+                            "kernels may sum in another order, so the weights will match neither an "
+                            "uninterrupted %d-thread nor %d-thread run exactly (set train.threads=%d "
+                            "to resume exactly)", member, torch.get_num_threads(), was, was,
+                            torch.get_num_threads(), was)
             model.load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
             stopper = EarlyStopping(**ck["stopper"])
@@ -322,7 +333,8 @@ def train_member(t: TrainConfig, model_name: str, image_dir: Path, index: Sample
                      va["mcc"], row["images_per_s"])
             _save_torch(ckpt_path, {"model": _cpu_state(model), "optimizer": optimizer.state_dict(),
                                     "epoch": epoch, "stopper": stopper.state(), "best_state": best_state,
-                                    "log": rows, "hash": done_hash})
+                                    "log": rows, "hash": done_hash,
+                                    "threads": torch.get_num_threads()})
             atomic_write_text(member_dir / "log.csv", _csv_text(rows))
         ddp.barrier(info)
         if on_epoch_end is not None:
