@@ -128,6 +128,8 @@ def summary_markdown(s: dict, command: str, eval_dir: Path) -> str:
     if paper:
         lines += ["Paper: " + ", ".join(f"{k} {v}" for k, v in paper.items() if v is not None) + ".", ""]
     for title, stem in (("Decile portfolios (all stocks)", "deciles"),
+                        ("Legs, net of trading costs, drawdown", "net_of_cost"),
+                        ("H−L by calendar year", "hl_by_year"),
                         ("H−L portfolios: CNN vs benchmarks", "benchmarks")):
         p = eval_dir / "tables" / f"{stem}.md"
         if p.exists():
