@@ -314,6 +314,10 @@ def test_key_numbers_in_html_and_pdf(tiny, tiny_report):
     pypdf = pytest.importorskip("pypdf")
     tiny.require("panel")
     html = tiny_report["html"]
+    # provenance of the model (from its model card) and of the report
+    card = json.loads(next((tiny.root / "data" / "tiny" / "runs").glob("I20_R20*/model.json")).read_text())
+    assert "Model trained at commit" in html and "Report built at commit" in html
+    assert f"torch {card['provenance']['torch']}" in html
     reader = pypdf.PdfReader(tiny_report["pdf"])
     assert len(reader.pages) == tiny_report["json"]["pages"]
     texts = [p.extract_text() for p in reader.pages]

@@ -183,6 +183,7 @@ class RunArtifacts:
     member_logs: list[pd.DataFrame]
     member_summaries: list[dict]
     has_predictions: bool
+    provenance: dict | None = None  # from the run's model card: commit, versions, hardware
 
 
 def read_member_log(path: str | Path) -> pd.DataFrame:
@@ -212,7 +213,9 @@ def load_run(run_dir: str | Path) -> RunArtifacts | None:
         member_logs=[read_member_log(m / "log.csv") for m in members],
         member_summaries=[read_json_file(m / "summary.json") if (m / "summary.json").exists() else {}
                           for m in members],
-        has_predictions=(run_dir / "predictions.parquet").exists())
+        has_predictions=(run_dir / "predictions.parquet").exists(),
+        provenance=(read_json_file(run_dir / "model.json").get("provenance")
+                    if (run_dir / "model.json").exists() else None))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from pipeline.io import atomic_write_bytes, atomic_write_text, write_json
 from pipeline.report import figures as figs
 from pipeline.report.artifacts import (EvalArtifacts, Experiment, StageTable, hl_by_run, hl_returns,
                                        load_experiment, read_stage_table, run_roots)
+from pipeline.runs import provenance
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,28 @@ def section_overview(exp: Experiment, config_ref: str) -> Section:
     sec.blocks.append(text("Stages with artifacts: " + (", ".join(done) or "none") + "."
                            + (f" Not run: {', '.join(missing)} (sections below say how to run them)."
                               if missing else "")))
+    sec.blocks.append(kv(provenance_items(exp.run.provenance if exp.run else None, provenance()),
+                         "Provenance (seeds: train.seed + member; every artifact folder holds its "
+                         "resolved config.yaml)"))
     return sec
+
+
+def provenance_items(trained: dict | None, now: dict) -> list[tuple[str, Any]]:
+    """Rows of the provenance table: the model's (from its model card) and this report's."""
+    def commit(p: dict) -> str:
+        c = (p.get("commit") or "unknown")[:12]
+        return c + (" + uncommitted changes" if p.get("uncommitted_changes") else "")
+
+    items: list[tuple[str, Any]] = []
+    if trained:
+        items += [("Model trained at commit", commit(trained)),
+                  ("Trained with", f"Python {trained.get('python')}, torch {trained.get('torch')}, "
+                                   f"numpy {trained.get('numpy')}, pandas {trained.get('pandas')}"),
+                  ("Trained on", f"{trained.get('processor')}, {trained.get('cores')} cores"
+                                 + (f", {trained['cuda_device']}" if trained.get("cuda_device") else "")
+                                 + f" ({trained.get('platform')})")]
+    items.append(("Report built at commit", commit(now)))
+    return items
 
 
 def section_data(exp: Experiment, config_ref: str) -> Section:
