@@ -13,6 +13,7 @@ each benchmark's (correlation, alpha with a Newey-West t).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def run_summary(cfg: Config) -> dict:
     pred = read_json(marker_path(run, "_PREDICT_DONE"))
     metrics = read_json(ev / "metrics.json")
     top = None
-    top_dir = ev.parent / f"{ev.name}_top500" if not cfg.evaluate.top500 else None
+    top_dir = top500_eval_dir(cfg) if not cfg.evaluate.top500 else None
     if top_dir is not None and (top_dir / "metrics.json").exists():
         top = read_json(top_dir / "metrics.json")
     (i0, i1), (t0, t1) = split_years(cfg.train)
@@ -85,7 +86,12 @@ def _vs_table(metrics: dict, proxy: bool) -> list[str]:
     return lines
 
 
-def summary_markdown(s: dict, command: str, eval_dir: Path) -> str:
+def top500_eval_dir(cfg: Config) -> Path:
+    """Where the same run's top-500 evaluation lives (beside the all-stock one)."""
+    return paths.eval_dir(dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, top500=True)))
+
+
+def summary_markdown(s: dict, command: str, eval_dir: Path, top_dir: Path | None = None) -> str:
     m = s["metrics"]
     proxy = bool(m.get("mktcap_is_proxy"))
     mem = s["members"]
@@ -141,8 +147,7 @@ def summary_markdown(s: dict, command: str, eval_dir: Path) -> str:
                   "dates: the correlation of the two series and the regression CNN H−L = alpha + beta × "
                   "benchmark H−L (alpha annualised; t with Newey–West standard errors).", "", *vs, ""]
     top = s.get("metrics_top500")
-    top_dir = eval_dir.parent / f"{eval_dir.name}_top500"
-    if top and (top_dir / "tables" / "deciles.md").exists():
+    if top and top_dir is not None and (top_dir / "tables" / "deciles.md").exists():
         lines += ["## Top-500 universe (the 500 largest by cap proxy at each formation)", "",
                   (top_dir / "tables" / "deciles.md").read_text().strip(), ""]
     return "\n".join(lines)
@@ -156,7 +161,7 @@ def write_run_summary(cfg: Config, command: str, out_dir: Path | None = None) ->
     md = out / f"{stem}.md"
     js = out / f"{stem}.metrics.json"
     s["command"] = command
-    atomic_write_text(md, summary_markdown(s, command, paths.eval_dir(cfg)))
+    atomic_write_text(md, summary_markdown(s, command, paths.eval_dir(cfg), top500_eval_dir(cfg)))
     write_json(js, s)
     return md, js
 
