@@ -153,6 +153,9 @@ class EvaluateConfig:
     # Trading cost per side in basis points, charged on the H-L portfolio's turnover for its
     # net-of-cost returns (pipeline.evaluate.conventions states the rule).
     cost_bps: float = 10.0
+    # Table 5: Spearman correlation of P(up) with OHLCV characteristics (pipeline.evaluate
+    # .characteristics); needs the panel's close and volume history, so it can be switched off.
+    characteristics: bool = True
 
 
 @dataclass

@@ -18,11 +18,14 @@ reads ``paths.run_dir(cfg, model)/predictions.parquet`` and the canonical panel,
     tables/deciles.{csv,md,tex}, tables/deciles_<BENCH>.*, tables/benchmarks.{csv,md,tex},
     tables/net_of_cost.* (legs, gross and net H-L, break-even cost, drawdown),
     tables/hl_by_year.* (H-L per calendar year)
+    tables/characteristics.* (Table 5: per-date Spearman of P(up) with OHLCV characteristics;
+                            evaluate.characteristics, pipeline.evaluate.characteristics)
     figures/deciles.png, figures/cumulative_hl.png (gross and net of cost), figures/p_up_hist.png,
     figures/reliability.png, figures/share_up_by_year.png, figures/ic.png
 metrics.json, for the CNN and per weighting: ``net_of_cost`` (net return, Sharpe, break-even cost),
 ``legs`` (deciles 10 and 1), ``drawdown`` (of the summed H-L return), ``by_year_hl``; and ``ic``
-(mean, sd, t and Newey-West t of the per-date IC).
+(mean, sd, t and Newey-West t of the per-date IC); ``characteristics``: characteristic -> {mean,
+sd, t, t_nw, n_dates} of its per-date Spearman correlation with P(up) (None when switched off).
 metrics.json also holds the calibration (ECE, reliability bins, share up predicted vs realised,
 per year) and, on the synthetic market, ``bayes``: the Bayes-optimal accuracy of exactly the
 evaluated rows and label (pipeline.evaluate.bayes) and the fraction of its gain recovered.
@@ -49,6 +52,8 @@ from pipeline.evaluate import calibration, hl_analysis, plots, tables
 from pipeline.evaluate.bayes import bayes_bound, gain_recovered, gain_recovered_se
 from pipeline.evaluate.calibration import calibration_summary
 from pipeline.evaluate.benchmarks import benchmark_signals
+from pipeline.evaluate.characteristics import (CHARACTERISTICS, LABELS, MIN_STOCKS,
+                                               characteristic_correlations, characteristics)
 from pipeline.evaluate.conventions import (HL, conventions_text, frequency_of_horizon,
                                            cost_text, periods_per_year, weighting_label)
 from pipeline.evaluate.metrics import (accuracy_cluster_se, classification_metrics, correlations_by_date,
@@ -193,7 +198,7 @@ def _settings_hash(cfg: Config, pred_path: Path, panel_dir: Path) -> str:
     meta = read_json(panel_dir / "meta.json")
     train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in PROCESS_SETTINGS}
     return section_hash(cfg.evaluate, train, {"predictions": [st.st_size, st.st_mtime_ns],
-                                                  "panel": meta, "synthetic": cfg.synthetic, "version": 5})
+                                                  "panel": meta, "synthetic": cfg.synthetic, "version": 6})
 
 
 def _hl_summary(ev: SignalEvaluation, weights: list[str]) -> dict:
@@ -306,9 +311,12 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
     pred = read_predictions(pred_path, ret_col, need_cap="vw" in weights or cfg.evaluate.top500)
     years = sorted({int(y) for y in pred["date"].dt.year.unique()})
     benches = list(cfg.evaluate.benchmarks)
-    need_history = bool(benches) or (cfg.evaluate.top500 and cfg.evaluate.top500_mode == "annual_june")
+    want_chars = bool(cfg.evaluate.characteristics)
+    need_history = (bool(benches) or want_chars
+                    or (cfg.evaluate.top500 and cfg.evaluate.top500_mode == "annual_june"))
     panel_years = [y for y in meta.years if y <= max(years)] if need_history else years
-    cols = ["ret"] + (["mktcap"] if cfg.evaluate.top500_mode == "annual_june" else [])
+    cols = (["ret"] + (["mktcap"] if cfg.evaluate.top500_mode == "annual_june" else [])
+            + (["close", "volume"] if want_chars else []))
     log.info("reading panel %s (years %s-%s)", pdir, min(panel_years), max(panel_years))
     panel = store.read_panel(pdir, years=panel_years, columns=cols)
     panel["date"] = panel["date"].astype("datetime64[ns]")
@@ -359,6 +367,7 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
                         "mcc": m["mcc"]})
 
     evals: dict[str, SignalEvaluation] = {"CNN": evaluate_signal(df, "p_up", "ret", freq, weights)}
+    sig = None
     if benches:
         sig = benchmark_signals(panel, df[["stock_id", "date"]], freq, benches,
                                 history_days=cfg.evaluate.trend_history_days)
@@ -367,6 +376,16 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
                 df[["stock_id", "date", "ret"]].copy()
             d[b] = sig[b].to_numpy()
             evals[b] = evaluate_signal(d, b, "ret", freq, weights)
+    char_corr = None
+    if want_chars:
+        # The evaluated rows (universe applied, missing returns dropped): the portfolios' rows.
+        t_chars = time.perf_counter()
+        chars = characteristics(panel, df[["stock_id", "date"]], freq,
+                                history_days=cfg.evaluate.trend_history_days, signals=sig)
+        char_corr = characteristic_correlations(df[["stock_id", "date", "p_up"]], chars,
+                                                names=CHARACTERISTICS)
+        del chars
+        log.info("characteristics: %d rows, %.1f s", len(df), time.perf_counter() - t_chars)
     del panel
 
     # ---- artifacts
@@ -400,6 +419,10 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
         "strategies": summaries,
         **details,
         "ic": ic_summary(ic),
+        "characteristics": None if char_corr is None else {
+            c: {key: (int(r[key]) if key == "n_dates" else float(r[key]))
+                for key in ("mean", "sd", "t", "t_nw", "n_dates")}
+            for c, r in char_corr.iterrows()},
         "conventions": note,
         "paper": classification_reference(model_name, horizon, cfg.train.split),
     }
@@ -485,6 +508,20 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
                        note + " Years are calendar years of the formation date; returns are "
                        "annualised with the full-year factor; */**/*** from the plain t.",
                        f"CNN {label}: H-L portfolio by year ({universe} stocks)")
+
+    if char_corr is not None:
+        hnum = tables.characteristics_table(char_corr, LABELS)
+        tables.write_table(
+            hnum, tables.format_characteristics_table(hnum), tdir / "characteristics",
+            note + " Per date, the Spearman correlation across stocks of P(up) with each "
+            "characteristic at the formation date (no later data), averaged over dates; dates with "
+            f"fewer than {MIN_STOCKS} stocks having both values are skipped. t = mean / (sd / "
+            "sqrt(dates)); */**/*** from the Newey-West t, two-sided 10/5/1%. Characteristics from "
+            "OHLCV only, the project's definitions (pipeline/evaluate/characteristics.py; the "
+            "paper's are unverified); STR and WSTR are the benchmark signals, i.e. minus the past "
+            "21- and 5-day returns; size and bid-ask spread need CRSP and are not computed.",
+            f"CNN {label}: Spearman correlation of P(up) with stock characteristics (Table 5 of the "
+            f"paper), {universe} stocks")
 
     fdir = out_dir / "figures"
     write_figure(fdir / "deciles.png", plots.decile_bars(

@@ -136,6 +136,7 @@ def summary_markdown(s: dict, command: str, eval_dir: Path, top_dir: Path | None
     for title, stem in (("Decile portfolios (all stocks)", "deciles"),
                         ("Legs, net of trading costs, drawdown", "net_of_cost"),
                         ("H−L by calendar year", "hl_by_year"),
+                        ("P(up) and stock characteristics (the paper's Table 5)", "characteristics"),
                         ("H−L portfolios: CNN vs benchmarks", "benchmarks")):
         p = eval_dir / "tables" / f"{stem}.md"
         if p.exists():

@@ -1,4 +1,5 @@
-"""Paper-style tables: decile portfolios and the benchmark comparison (CSV, Markdown, LaTeX).
+"""Paper-style tables: decile portfolios, the benchmark comparison and the other evaluation tables
+(CSV, Markdown, LaTeX).
 
 Each table exists in two forms: a numeric DataFrame (written to CSV, NaN = not available) and a
 formatted string DataFrame (Markdown and LaTeX, with significance stars). The conventions note of
@@ -272,6 +273,46 @@ def format_net_of_cost_table(num: pd.DataFrame) -> pd.DataFrame:
                 if r == lab["net_ann_ret"]:
                     t = num.at[lab["net_t"], c]
                     s += stars(float(t)) if t is not None and not isinstance(t, str) else ""
+            out.at[r, c] = s
+    return out
+
+
+CHARACTERISTIC_COLUMNS = {"mean": "Mean corr", "sd": "SD", "t": "t", "t_nw": "Newey-West t",
+                          "n_dates": "Dates", "n_dates_skipped": "Dates skipped",
+                          "mean_n_stocks": "Mean stocks per date"}
+
+
+def characteristics_table(corr: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """Numeric Table 5: the per-date Spearman correlation of P(up) with each characteristic.
+
+    Args:
+        corr: from :func:`pipeline.evaluate.characteristics.characteristic_correlations`, indexed by
+            characteristic, columns mean, sd, t, t_nw, n_dates, n_dates_skipped, mean_n_stocks.
+        labels: characteristic -> row label (default: the characteristic's name).
+    Returns:
+        DataFrame indexed by row label (name 'characteristic'), columns the values of
+        CHARACTERISTIC_COLUMNS (correlations and t-statistics unitless, counts as floats).
+    """
+    labels = labels or {}
+    out = corr[list(CHARACTERISTIC_COLUMNS)].astype(np.float64).rename(columns=CHARACTERISTIC_COLUMNS)
+    out.index = pd.Index([labels.get(c, c) for c in corr.index], name="characteristic")
+    return out
+
+
+def format_characteristics_table(num: pd.DataFrame) -> pd.DataFrame:
+    """Strings: mean correlation 3 decimals with stars from the Newey-West t, sd and t 2, counts 0."""
+    out = pd.DataFrame(index=num.index, columns=num.columns, dtype=object)
+    for c in num.columns:
+        for r in num.index:
+            v = num.at[r, c]
+            if c in ("Dates", "Dates skipped", "Mean stocks per date"):
+                s = "" if not np.isfinite(v) else f"{v:,.0f}"
+            elif c == "Mean corr":
+                s = _fmt(v, 3)
+                if s:
+                    s += stars(num.at[r, "Newey-West t"])
+            else:
+                s = _fmt(v, 2)
             out.at[r, c] = s
     return out
 
