@@ -13,7 +13,8 @@ STAGE = $(PY) -m pipeline.$(1) --config $(CONFIG) $(OVERRIDES)
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test panel images train predict evaluate gradcam ablations ablations-table report \
-        study-recovery study-recovery-table replicate summary bench-panel bench-render bench-train bench-precision clean-demo
+        study-recovery study-recovery-table replicate summary score bench-panel bench-render bench-train \
+        bench-stage bench-precision clean-demo
 
 help: ## list the targets
 	@echo "Stages (CONFIG=$(CONFIG); CONFIG=stooq_i20r20 for the shared real panel):"
