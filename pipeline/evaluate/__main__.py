@@ -17,8 +17,12 @@ def _body(cfg: Config, args: argparse.Namespace) -> None:
     from pipeline.evaluate.core import evaluate_run
 
     m = evaluate_run(cfg, args.model)
+    def f(x: float | None, digits: int) -> str:  # None/NaN where a weighting was not evaluated
+        return "n/a" if x is None or x != x else f"{x:.{digits}f}"
+
     print(f"{m['run']}: n={m['n']:,} accuracy={m['accuracy']:.4f} loss={m['loss']:.4f} "
-          f"spearman={m['spearman']} sharpe_ew={m.get('sharpe_ew')} sharpe_vw={m.get('sharpe_vw')}")
+          f"spearman={f(m['spearman'], 3)} sharpe_ew={f(m.get('sharpe_ew'), 2)} "
+          f"sharpe_vw={f(m.get('sharpe_vw'), 2)}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -545,5 +545,5 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
              f" (Bayes {bayes['accuracy']:.4f}, {bayes['gain_recovered']:.0%} of the gain; the Bayes rule "
              f"calls {bayes['share_up_bayes']:.1%} up)" if bayes else "",
              cls["loss"], 100 * cls["share_up_pred"], 100 * calib["share_up_realised"], calib["ece"],
-             metrics.get("sharpe_ew"), out_dir)
+             "n/a" if metrics.get("sharpe_ew") is None else f"{metrics['sharpe_ew']:.2f}", out_dir)
     return metrics
