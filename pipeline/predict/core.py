@@ -139,8 +139,12 @@ def predict_parts(rc: Config, members: list[int], rt: Runtime) -> list[int]:
             if i not in models:
                 models[i] = load_ensemble(run, [i]).members[0]
         mean, std = norm_for_year(norm, y)
+        t0 = time.perf_counter()
         probs = predict_proba([models[i] for i in todo], imgs, mean, std, rt,
                               rc.evaluate.predict_batch_size, desc=f"{y} m{todo}")
+        dt = time.perf_counter() - t0
+        log.info("year %d, member(s) %s: %d images in %.0f s (%.0f images/s per member)", y, todo,
+                 len(imgs), dt, len(imgs) / dt if dt > 0 else float("nan"))
         for j, i in enumerate(todo):
             path, folder, name = _part_paths(run, i, y)
             write_npy(path, probs[:, j])
