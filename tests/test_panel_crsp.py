@@ -18,6 +18,8 @@ EXPECTED_COUNTS = {
     "exchcd_filtered": 1, "ret_code_A": 0, "ret_code_B": 1, "ret_code_C": 1, "ret_code_D": 0,
     "ret_code_E": 0, "ret_code_.": 1, "ret_empty": 0, "ret_sentinel_-66": 1,
     "ret_sentinel_-77": 0, "ret_sentinel_-88": 0, "ret_sentinel_-99": 0, "negative_prc_abs": 1,
+    "negative_openprc_abs_with_trade_prc": 0, "negative_askhi_abs_with_trade_prc": 0,
+    "negative_bidlo_abs_with_trade_prc": 0, "high_below_low_kept": 0,
     "zero_openprc_missing": 1, "zero_askhi_missing": 1, "zero_bidlo_missing": 1,
     "zero_prc_missing": 1, "vol_missing": 2, "stocks_in_panel": 2, "output_rows": 4,
 }

@@ -249,3 +249,17 @@ def test_an_empty_panel_names_the_input_the_window_and_the_rules(tmp_path):
         build("crsp", h)
     with pytest.raises(ConfigError, match=r"'panel.start' 2019-06-01 is after 'panel.end' 2019-01-01"):
         load_config(None, ["panel.start=2019-06-01", "panel.end=2019-01-01"])
+
+
+def test_crsp_negative_bidlo_and_high_below_low_are_counted(tmp_path):
+    f = tmp_path / "dsf.csv"
+    # CRSP_HEAD order: PERMNO,date,OPENPRC,ASKHI,BIDLO,PRC,VOL,RET,SHROUT,EXCHCD,SHRCD
+    f.write_text(f"{CRSP_HEAD}\n"
+                 "10001,19930105,10,11,-9,10,100,0.01,5,1,10\n"   # negative BIDLO, trade PRC
+                 "10001,19930106,10,9,11,10,100,0.01,5,1,10\n"    # high 9 below low 11
+                 "10001,19930107,10,11,9,-10,100,0.01,5,1,10\n")  # a bid/ask PRC
+    df, _, meta = build("crsp", f, "panel.start=1993-01-01")
+    assert meta.counts["negative_bidlo_abs_with_trade_prc"] == 1
+    assert meta.counts["negative_prc_abs"] == 1
+    assert meta.counts["high_below_low_kept"] == 1
+    assert (df["low"] > 0).all() and df["low"].iloc[0] == 9.0

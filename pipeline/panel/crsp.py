@@ -9,7 +9,10 @@ Mapping, rule by rule (counts in brackets):
 * rows outside ``panel.start..end`` dropped [``before_start``, ``after_end``];
 * ``SHRCD`` not in ``panel.shrcd`` [``shrcd_filtered``], then ``EXCHCD`` not in ``panel.exchcd``
   [``exchcd_filtered``] dropped (missing codes fail the filter; an empty list disables a filter);
-* ``PRC < 0`` is a bid/ask midpoint: absolute values of all four prices [``negative_prc_abs``];
+* ``PRC < 0`` is a bid/ask midpoint: absolute values of all four prices [``negative_prc_abs``]; a
+  negative OPENPRC/ASKHI/BIDLO beside a trade PRC is made absolute too and counted
+  [``negative_<col>_abs_with_trade_prc``]; a high below the low is kept (no CRSP repair) and
+  counted [``high_below_low_kept``];
   zero prices are missing [``zero_<price>_missing``]; ``VOL`` 0 or -99 is missing
   [``vol_missing``];
 * ``RET`` letter codes (A, B, C, D, E, '.'), empty cells and -66/-77/-88/-99 are missing; those
@@ -242,12 +245,21 @@ def build_crsp(cfg: PanelConfig, path: Path) -> tuple[pd.DataFrame, pd.DataFrame
     sel = sel[o]
     out: dict[str, np.ndarray] = {}
     counts["negative_prc_abs"] = int(np.count_nonzero(num["PRC"][sel] < 0))
+    # A negative OPENPRC/ASKHI/BIDLO on a row whose PRC is a trade (>= 0) is the same CRSP
+    # convention (a bid/ask-based value); the absolute value applies to it too, and it is counted.
+    prc_trade = ~(num["PRC"][sel] < 0)
+    for c in ("OPENPRC", "ASKHI", "BIDLO"):
+        counts[f"negative_{c.lower()}_abs_with_trade_prc"] = int(np.count_nonzero(
+            (num[c][sel] < 0) & prc_trade))
     for c, canon in PRICE_COLUMNS.items():
         x = np.abs(num[c][sel])
         z = x == 0
         counts[f"zero_{c.lower()}_missing"] = int(np.count_nonzero(z))
         x[z] = np.nan
         out[canon] = x
+    # METHOD prescribes no OHLC repair for CRSP: a high below the low is kept as delivered, and
+    # counted so that the cleaning table shows it.
+    counts["high_below_low_kept"] = int(np.count_nonzero(out["high"] < out["low"]))
     v = vol[sel].copy()
     vm = (v == 0) | (v == -99)
     counts["vol_missing"] = int(np.count_nonzero(vm))
