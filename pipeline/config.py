@@ -129,9 +129,11 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None  # torch threads per process (None: the cores shared by the processes)
     num_workers: int = 0
-    # Members trained (and predicted) at once in separate processes (pipeline.procs): None = one
-    # per core on the CPU and one per GPU on CUDA, at most the members left; 1 = one after another.
-    # The same member seeds and splits either way; under torchrun members run one after another.
+    # Members trained (and predicted) at once in separate processes (pipeline.procs): None = for
+    # training one per core on the CPU and one per GPU on CUDA, at most the members left, and for
+    # prediction on a CPU one process with all threads (faster there: make bench-stage); 1 = one
+    # after another. The same member seeds and splits either way; under torchrun members run one
+    # after another.
     parallel_members: int | None = None
 
 
