@@ -13,7 +13,7 @@ STAGE = $(PY) -m pipeline.$(1) --config $(CONFIG) $(OVERRIDES)
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test panel images train predict evaluate gradcam ablations ablations-table report \
-        study-recovery study-recovery-table replicate summary score bench-panel bench-render bench-train \
+        study-recovery study-recovery-table replicate summary score fetch-data bench-panel bench-render bench-train \
         bench-stage bench-precision clean-demo
 
 help: ## list the targets
@@ -79,6 +79,9 @@ replicate: $(STAMP) ## a real-data run on ../shared/data: panel..evaluate, repor
 
 summary: $(STAMP) ## committed record of an evaluated run: reports/<config>.md and .metrics.json
 	$(PY) -m pipeline.evaluate.summary --config $(CONFIG) $(OVERRIDES)
+
+fetch-data: $(STAMP) ## download and unpack the free Stooq US daily bulk file into data/raw/ (FETCH_ARGS="--url U --sha256 H")
+	$(PY) -m pipeline.fetch $(FETCH_ARGS)
 
 bench-panel: $(STAMP) ## rows/s turning the shared 11.6M-row Stooq extract into the panel
 	$(PY) -m benchmarks.bench_panel

@@ -35,7 +35,14 @@ def _source_path(cfg: Config) -> Path:
         raise ConfigError(f"panel.path must name the raw {cfg.panel.source} file or folder "
                           f"(panel.source is {cfg.panel.source!r})")
     # Relative to the current directory, like any command-line path.
-    return Path(cfg.panel.path)
+    path = Path(cfg.panel.path)
+    if not path.exists():
+        how = (" The shared free panel sits in ../shared/data beside a checkout that has it; without "
+               "it, `make fetch-data` downloads the free Stooq US daily bulk file into "
+               "data/raw/stooq-us-daily, and then `SET=\"panel.path=data/raw/stooq-us-daily\"` "
+               "builds the panel from it." if cfg.panel.source == "stooq" else "")
+        raise FileNotFoundError(f"panel.path {path} ({cfg.panel.source} source) does not exist.{how}")
+    return path
 
 
 def build_panel(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, PanelMeta]:
