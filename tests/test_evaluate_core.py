@@ -10,7 +10,8 @@ from pipeline import paths
 from pipeline.config import load_config
 from pipeline.evaluate.core import (PredictionsMismatchError, evaluate_run, top_n_annual_june,
                                     top_n_formation, validate_predictions)
-from pipeline.io import read_json, write_parquet
+from pipeline.io import mark_done, read_json, write_parquet
+from pipeline.panel.build import panel_settings_hash
 from pipeline.panel.store import PanelMeta, write_panel
 
 
@@ -71,6 +72,7 @@ def _experiment(tmp_path, n_stocks=30, start="2000-01-03", end="2003-12-31", **s
     cfg = load_config(None, overrides)
     write_panel(paths.panel_dir(cfg), panel, pd.DataFrame({"stock_id": range(n_stocks)}),
                 PanelMeta(source="test", mktcap_is_proxy=True, mktcap_units="$ (proxy)"))
+    mark_done(paths.panel_dir(cfg), panel_settings_hash(cfg))  # a finished panel for these settings
     # Month-end predictions for 2002-2003 with the next-month return; P(up) "knows" the sign,
     # so accuracy and MCC must be exactly 1.
     me = pd.Series(dates).groupby(dates.to_period("M")).max()
@@ -146,4 +148,22 @@ def test_evaluate_run_top500_and_refusal(tmp_path):
     bad = pd.concat([pred, pred.iloc[[5]]], ignore_index=True)
     write_parquet(paths.run_dir(cfg) / "predictions.parquet", bad)
     with pytest.raises(PredictionsMismatchError, match="2 rows share a"):
+        evaluate_run(cfg)
+
+
+def test_refuses_a_stale_panel_and_predictions_older_than_the_run(tmp_path):
+    from pipeline.io import StaleInputError, marker_path
+
+    cfg, _ = _experiment(tmp_path, **{"evaluate.benchmarks": "[]"})
+    run = paths.run_dir(cfg)
+    mark_done(run, "trained", "_TRAIN_DONE")  # retrained after these predictions were written
+    with pytest.raises(StaleInputError, match=r"predictions.parquet is unfinished or older than the trained run"):
+        evaluate_run(cfg)
+    mark_done(run, "predicted", "_PREDICT_DONE")  # predicted again: fine
+    assert evaluate_run(cfg)["n"] > 0
+    other = load_config(None, [f"data_dir={tmp_path}", "name=t", "panel.min_price=5"])
+    with pytest.raises(StaleInputError, match="the panel in .* was built with other settings"):
+        evaluate_run(other)
+    marker_path(paths.panel_dir(cfg)).unlink()
+    with pytest.raises(StaleInputError, match="the panel in .* is missing or unfinished"):
         evaluate_run(cfg)

@@ -61,7 +61,8 @@ from pipeline.evaluate.metrics import (accuracy_cluster_se, classification_metri
 from pipeline.evaluate.portfolios import SignalEvaluation, evaluate_signal
 from pipeline.evaluate.statistics import compare_with
 from pipeline.images.store import label_suffix
-from pipeline.io import is_done, mark_done, read_json, write_figure, write_json, write_parquet
+from pipeline.io import (StaleInputError, folder_lock, is_done, mark_done, marker_path, read_json,
+                         remove_stale_temps, require_done, write_figure, write_json, write_parquet)
 from pipeline.panel import store
 from pipeline.paper_numbers import (classification_reference, cnn_reference, decile_reference,
                                     hl_reference)
@@ -288,8 +289,18 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
     """Evaluate the run ``paths.run_dir(cfg, model)``; returns the metrics dict (also metrics.json).
 
     Resumable: when the eval dir holds a completion marker with the same settings hash (evaluate
-    and train config, predictions file size/mtime, panel meta), nothing is recomputed.
+    and train config, predictions file size/mtime, panel meta), nothing is recomputed. Refuses an
+    unfinished or stale panel and predictions older than the trained run; one process at a time
+    writes the eval folder.
     """
+    out_dir = paths.eval_dir(cfg, model)
+    with folder_lock(out_dir, "evaluate"):  # one writer; what a killed run left is removed
+        if n := remove_stale_temps(out_dir):
+            log.info("removed %d temporary file(s) left in %s by an interrupted run", n, out_dir)
+        return _evaluate_run(cfg, model)
+
+
+def _evaluate_run(cfg: Config, model: str | None) -> dict:
     model_name = model or cfg.train.model
     horizon = cfg.train.horizon
     freq = frequency_of_horizon(horizon)
@@ -301,6 +312,15 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
     pdir = paths.panel_dir(cfg)
     if not pred_path.exists():
         raise FileNotFoundError(f"no predictions at {pred_path}: run `make predict` first")
+    from pipeline.panel.build import panel_settings_hash
+
+    require_done(pdir, panel_settings_hash(cfg), "the panel", "panel")
+    run = pred_path.parent
+    trained, predicted = marker_path(run, "_TRAIN_DONE"), marker_path(run, "_PREDICT_DONE")
+    if trained.exists() and (not predicted.exists()
+                             or trained.stat().st_mtime_ns > predicted.stat().st_mtime_ns):
+        raise StaleInputError(f"{pred_path} is unfinished or older than the trained run in {run}: "
+                              "run `make predict` again")
     meta = store.read_meta(pdir)
     h = _settings_hash(cfg, pred_path, pdir)
     if is_done(out_dir, h) and (out_dir / "metrics.json").exists():
