@@ -17,6 +17,7 @@ from pipeline import paths
 from pipeline.config import Config, load_config
 from pipeline.images.store import LABEL_TABLE_COLUMNS, labels_from_returns, write_year
 from pipeline.io import mark_done
+from pipeline.panel.build import panel_settings_hash
 from pipeline.panel.store import PanelMeta, write_panel
 
 
@@ -39,6 +40,7 @@ def make_tiny_experiment(tmp_path: Path, n_stocks: int = 12, overrides: list[str
         "gradcam.n_per_side=3", "gradcam.average_samples=40", *overrides])
     write_panel(paths.panel_dir(cfg), panel, pd.DataFrame({"stock_id": range(n_stocks)}),
                 PanelMeta(source="test", mktcap_is_proxy=True, mktcap_units="$ (proxy)"))
+    mark_done(paths.panel_dir(cfg), panel_settings_hash(cfg))  # a finished panel for these settings
     px = panel.pivot(index="date", columns="stock_id", values="close")
     me = pd.Series(dates).groupby(dates.to_period("M")).max().to_numpy()
     nxt = (px.loc[me].shift(-1) / px.loc[me] - 1).stack(future_stack=True).rename("ret_month")
