@@ -392,3 +392,21 @@ def test_run_gradcam_end_to_end(tmp_path) -> None:
     cfg.gradcam.year = 1999
     with pytest.raises(ValueError, match="gradcam.year 1999 has no predictions"):
         run_gradcam(cfg)
+
+
+@pytest.mark.slow
+def test_run_gradcam_refuses_predictions_older_than_the_run(tmp_path) -> None:
+    from interp_experiment import make_tiny_experiment
+
+    from pipeline import paths
+    from pipeline.gradcam.core import run_gradcam
+    from pipeline.io import StaleInputError, mark_done
+    from pipeline.predict.core import predict_run
+    from pipeline.train.loop import train_run
+
+    cfg = make_tiny_experiment(tmp_path)
+    train_run(cfg)
+    predict_run(cfg)
+    mark_done(paths.run_dir(cfg), "retrained", "_TRAIN_DONE")  # the run changed after predict
+    with pytest.raises(StaleInputError, match="older than the trained run"):
+        run_gradcam(cfg)

@@ -324,7 +324,7 @@ class _MapBatcher:
             yield s, self(images[s:s + self.batch_size])
 
 
-def run_gradcam(cfg) -> Path:
+def _run_gradcam(cfg) -> Path:
     """Write the Grad-CAM artifacts of the run ``paths.run_dir(cfg)`` to ``paths.gradcam_dir(cfg)``.
 
     Artifacts: panel.png (Figure 12), maps.npz (images uint8 (2n, H, 3W), layer_<k> float32
@@ -354,6 +354,12 @@ def run_gradcam(cfg) -> Path:
     train_marker = marker_path(run, "_TRAIN_DONE")
     if not train_marker.exists():
         raise FileNotFoundError(f"{run} is not a finished training run: run `make train` first")
+    predicted = marker_path(run, "_PREDICT_DONE")
+    if not predicted.exists() or train_marker.stat().st_mtime_ns > predicted.stat().st_mtime_ns:
+        from pipeline.io import StaleInputError
+
+        raise StaleInputError(f"{pred_path} is unfinished or older than the trained run in {run}: "
+                              "run `make predict` again")
     # The trained run's own settings hash (model, data, seeds) + the predictions' content: threads
     # or device changes alone do not redo the maps.
     settings = section_hash(cfg.gradcam, {"train": read_json(train_marker).get("hash"),
@@ -455,3 +461,16 @@ def run_gradcam(cfg) -> Path:
     save_resolved(cfg, out)
     mark_done(out, settings, year=year, members=members, n_average=int(len(sub)))
     return out
+
+
+def run_gradcam(cfg) -> Path:  # noqa: ANN001
+    """The Grad-CAM stage (see :func:`_run_gradcam`): one writer per output folder, temporaries of
+    a killed run removed, predictions older than the trained run refused."""
+    from pipeline import paths
+    from pipeline.io import folder_lock, remove_stale_temps
+
+    out = paths.gradcam_dir(cfg)
+    with folder_lock(out, "gradcam"):
+        if n := remove_stale_temps(out):
+            log.info("removed %d temporary file(s) left in %s by an interrupted run", n, out)
+        return _run_gradcam(cfg)
