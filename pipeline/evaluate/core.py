@@ -64,6 +64,7 @@ from pipeline.images.store import label_suffix
 from pipeline.io import (StaleInputError, folder_lock, is_done, mark_done, marker_path, read_json,
                          remove_stale_temps, require_done, write_figure, write_json, write_parquet)
 from pipeline.panel import store
+from pipeline.panel.build import panel_settings_hash
 from pipeline.paper_numbers import (classification_reference, cnn_reference, decile_reference,
                                     hl_reference)
 
@@ -312,8 +313,6 @@ def _evaluate_run(cfg: Config, model: str | None) -> dict:
     pdir = paths.panel_dir(cfg)
     if not pred_path.exists():
         raise FileNotFoundError(f"no predictions at {pred_path}: run `make predict` first")
-    from pipeline.panel.build import panel_settings_hash
-
     require_done(pdir, panel_settings_hash(cfg), "the panel", "panel")
     run = pred_path.parent
     trained, predicted = marker_path(run, "_TRAIN_DONE"), marker_path(run, "_PREDICT_DONE")

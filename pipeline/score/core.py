@@ -28,6 +28,7 @@ from pipeline import paths
 from pipeline.config import Config, save_resolved
 from pipeline.images import windows
 from pipeline.images.render import REJECTION_REASONS, render_windows
+from pipeline.evaluate.portfolios import assign_deciles
 from pipeline.io import atomic_write_text, write_figure, write_json, write_parquet
 from pipeline.panel.store import read_meta, read_panel, read_stocks
 from pipeline.predict.core import predict_proba
@@ -46,7 +47,8 @@ class ScoreInputError(InputError):
 @dataclass
 class Scores:
     """One scoring: ``table`` one row per scored stock (ticker, stock_id, date, p_up, p_up_m<j>,
-    [p_up_uncalibrated], rank 1 = highest P(up), decile 1..10 within the scored stocks);
+    [p_up_uncalibrated], rank 1 = highest P(up), decile 1..10 within the scored stocks by the
+    evaluation's rule, 0 when fewer than 10 stocks are scored);
     ``rejected`` the stocks with a record on the date that could not be drawn (ticker, stock_id,
     reason); ``images`` uint8 (n, H, 3W) in ``table`` order; ``date`` the scoring date."""
 
@@ -145,11 +147,9 @@ def score_panel(ens: Ensemble, panel: pd.DataFrame, stocks: pd.DataFrame, rt: Ru
     order = np.argsort(-table["p_up"].to_numpy(), kind="stable")
     table["rank"] = np.empty(len(table), dtype=np.int64)
     table.loc[order, "rank"] = np.arange(1, len(table) + 1)
-    # deciles as in the evaluation: 1 = lowest P(up) ... 10 = highest (by rank within the date)
-    from pipeline.evaluate.conventions import N_DECILES
-
-    pct = (len(table) - table["rank"].to_numpy()) / max(len(table), 1)
-    table["decile"] = np.minimum((pct * N_DECILES).astype(int) + 1, N_DECILES)
+    # The evaluation's own decile rule (breakpoints at the 10th..90th percentiles of the date);
+    # 0 when the date has too few stocks to sort.
+    table["decile"] = assign_deciles(table, "p_up", "date")[0]
     return Scores(table, rejected, images, d)
 
 
