@@ -18,8 +18,11 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import select
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -72,6 +75,41 @@ def die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() == 1:
         os._exit(1)
+
+
+def die_with(stage_pid: int) -> None:
+    """Exit when process ``stage_pid`` (the stage that started this worker) dies, even when it is
+    not this process's parent.
+
+    A forkserver's pool workers are children of the forkserver, and each holds the forkserver's
+    "alive" pipe, so neither notices a killed stage: the parent-death signal would wait for a
+    forkserver that waits for its workers. A daemon thread blocks on a pidfd of the stage (Linux
+    5.3+; polling elsewhere) and ends the worker the moment the stage is gone; the forkserver then
+    sees its pipe close and exits too.
+    """
+    die_with_parent()
+    if os.getppid() == stage_pid:
+        return  # the parent-death signal covers it
+    try:
+        fd = os.pidfd_open(stage_pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd (old kernel, not Linux): poll
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])  # readable once the process has exited
+        else:
+            while True:
+                try:
+                    os.kill(stage_pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name=f"die-with-{stage_pid}", daemon=True).start()
 
 
 def _init_worker(threads: int, verbose: bool) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 
 from pipeline.errors import InputError
 from pipeline.progress import progress
-from pipeline.procs import die_with_parent, usable_cores
+from pipeline.procs import die_with, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class LocalExecutor:
         # Import the heavy modules once in the server instead of once per worker.
         ctx.set_forkserver_preload(["numpy", "pandas", "pyarrow.parquet", "pipeline.images.build"])
         with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=ctx,
-                                 initializer=die_with_parent) as pool:
+                                 initializer=die_with, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
             for fut in progress(as_completed(futures), total=len(tasks), desc=desc, unit="task"):
                 results[futures[fut]] = fut.result()
