@@ -1,15 +1,22 @@
 """The authors' .dat + .feather files (METHOD 4.5): names, both label variants, errors, round trip."""
 
+import logging
+import re
+import shutil
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.feather as feather
 import pytest
 
-from pipeline.images.authors import (export_authors, find_authors_files, import_authors,
-                                     read_authors_labels)
+from pipeline.config import load_config
+from pipeline.io import StaleInputError
+from pipeline.images.authors import (check_authors_current, export_authors, find_authors_files,
+                                     import_authors, read_authors_labels)
 from pipeline.images.store import LABEL_TABLE_COLUMNS, ImageSet, write_year
 from pipeline.io import mark_done
+from pipeline.train.loop import check_images_current
 
 RNG = np.random.default_rng(7)
 
@@ -144,3 +151,32 @@ def test_export_import_round_trip(tmp_path):
     for y in a.years:
         np.testing.assert_array_equal(back.images(y), a.images(y))
         pd.testing.assert_frame_equal(back.labels(y), a.labels(y))
+
+
+def test_an_imported_set_is_refused_once_its_source_files_change(tmp_path, caplog):
+    src = tmp_path / "s"
+    write_pair(src, "20d_month_has_vb_[20]_ma_1993", images(3), eight())
+    dst = import_authors(src, tmp_path / "d", 20, "month")
+    check_images_current(load_config(None, []), ImageSet(dst))  # fresh: accepted
+    written = (dst / "images_1993.npy").stat().st_mtime_ns
+    import_authors(src, dst, 20, "month")  # unchanged files: nothing is rewritten
+    assert (dst / "images_1993.npy").stat().st_mtime_ns == written
+
+    changed = eight()
+    changed.loc[0, "Ret_month"] = 0.5
+    write_pair(src, "20d_month_has_vb_[20]_ma_1993", images(3), changed)
+    labels = "20d_month_has_vb_[20]_ma_1993_labels_w_delay.feather"
+    with pytest.raises(StaleInputError, match=rf"stale: .*{re.escape(labels)} \(changed\).*import it again"):
+        check_images_current(load_config(None, []), ImageSet(dst))
+    write_pair(src, "20d_month_has_vb_[20]_ma_1994", images(3), eight())
+    with pytest.raises(StaleInputError, match=r"1994_images.dat \(new\)"):
+        check_authors_current(dst)
+    import_authors(src, dst, 20, "month")  # re-imported: current again, with the new year
+    check_authors_current(dst)
+    assert ImageSet(dst).years == [1993, 1994]
+    assert ImageSet(dst).labels(1993).ret_month.iloc[0] == 0.5
+
+    shutil.rmtree(src)  # the raw files removed after the import: used as imported, with a warning
+    with caplog.at_level(logging.WARNING):
+        check_authors_current(dst)
+    assert "are gone" in caplog.text

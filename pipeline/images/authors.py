@@ -14,6 +14,8 @@ EWMA_vol``) or 35; both map onto our label table (store.LABEL_TABLE_COLUMNS).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 from pathlib import Path
@@ -26,7 +28,7 @@ import pyarrow.feather as feather
 from pipeline.errors import InputError
 from pipeline.images.store import (IMAGE_SHAPES, LABEL_TABLE_COLUMNS, RETURN_SUFFIXES,
                                    labels_from_returns, write_year)
-from pipeline.io import atomic_path, mark_done, read_json, write_json
+from pipeline.io import StaleInputError, atomic_path, is_done, mark_done, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -131,16 +133,42 @@ def read_authors_images(path: str | Path, window: int, n_rows: int | None = None
     return np.memmap(path, dtype=np.uint8, mode="r", shape=(n, h, w3))
 
 
+def source_fingerprint(files: dict[int, dict[str, Path]]) -> dict[str, dict[str, int]]:
+    """{file name: {"size": bytes, "mtime_ns": ...}} of the files an import reads.
+
+    Size and modification time rather than a content hash: their image files are gigabytes a
+    year, and a re-download or an edit changes at least one of the two.
+    """
+    out = {}
+    for f in files.values():
+        for path in f.values():
+            st = path.stat()
+            out[path.name] = {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+    return dict(sorted(out.items()))
+
+
+def _import_hash(window: int, freq: str, fingerprint: dict) -> str:
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+    return f"authors:{window}:{freq}:{digest}"
+
+
 def import_authors(src_dir: str | Path, dst_image_set_dir: str | Path, window: int,
                    freq: str) -> Path:
     """Convert their files into our image-set layout (images_{y}.npy + labels_{y}.parquet).
 
     Rows keep their order when already sorted by (stock_id, date), as published; otherwise they
     are sorted (images with them) and the fact is logged. rejections.json is written empty
-    (their files carry no rejection counts); source.json records where the set came from.
+    (their files carry no rejection counts); source.json records where the set came from and the
+    size and modification time of every file read (source_fingerprint), so a consumer can refuse
+    the set once the files change (check_authors_current). A rerun on unchanged files does nothing.
     """
     dst = Path(dst_image_set_dir)
     files = find_authors_files(src_dir, window, freq)
+    fingerprint = source_fingerprint(files)
+    h = _import_hash(window, freq, fingerprint)
+    if is_done(dst, h):
+        log.info("%s: already imported from unchanged files in %s", dst, src_dir)
+        return dst
     total = 0
     for y, f in files.items():
         lab = read_authors_labels(f["labels"])
@@ -161,9 +189,48 @@ def import_authors(src_dir: str | Path, dst_image_set_dir: str | Path, window: i
     write_json(dst / "source.json", {"format": "authors", "src_dir": str(Path(src_dir).resolve()),
                                      "window": window, "freq": freq,
                                      "files": {str(y): {k: v.name for k, v in f.items()}
-                                               for y, f in files.items()}})
-    mark_done(dst, f"authors:{window}:{freq}", n_images=total)
+                                               for y, f in files.items()},
+                                     "fingerprint": fingerprint})
+    mark_done(dst, h, built_from="authors", n_images=total)
     return dst
+
+
+def check_authors_current(image_set_dir: str | Path) -> None:
+    """StaleInputError when an imported set no longer matches the authors' files it came from.
+
+    The files are found again in the recorded ``src_dir``; a file that changed size or time, went
+    missing, or a year that appeared or disappeared makes the set stale, named in the message.
+    When ``src_dir`` no longer exists (the files were removed after the import) the set is kept
+    and a warning says it could not be checked.
+    """
+    d = Path(image_set_dir)
+    src = read_json(d / "source.json")
+    recorded = src.get("fingerprint")
+    src_dir = Path(src["src_dir"])
+    if recorded is None:
+        log.warning("%s was imported before imports recorded their files' sizes and times; it is "
+                    "not checked against %s", d, src_dir)
+        return
+    if not src_dir.is_dir():
+        log.warning("%s: the authors' files it was imported from (%s) are gone; the set is used "
+                    "as imported", d, src_dir)
+        return
+    rerun = (f"import it again (pipeline.images.authors.import_authors({str(src_dir)!r}, "
+             f"{str(d)!r}, {src['window']}, {src['freq']!r}))")
+    try:
+        now = source_fingerprint(find_authors_files(src_dir, int(src["window"]), src["freq"]))
+    except FileNotFoundError as e:
+        raise StaleInputError(f"the image set in {d} was imported from files that changed: {e}; "
+                              f"{rerun}") from None
+    changed = sorted(n for n in recorded.keys() | now.keys() if recorded.get(n) != now.get(n))
+    if changed:
+        what = "; ".join(f"{n} ({'new' if n not in recorded else 'missing' if n not in now else 'changed'})"
+                         for n in changed[:5])
+        raise StaleInputError(f"the image set in {d} is stale: the authors' files in {src_dir} "
+                              f"changed since the import ({what}); {rerun}")
+    if not is_done(d, _import_hash(int(src["window"]), src["freq"], now)):
+        raise StaleInputError(f"the image set in {d} is unfinished or its marker does not match "
+                              f"its source files; {rerun}")
 
 
 def _set_variant(image_set_dir: Path) -> tuple[bool, bool]:

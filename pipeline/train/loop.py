@@ -434,9 +434,10 @@ def write_card(rc: Config, run: Path, rt: Runtime, fingerprint: dict, run_hash: 
 
 def check_images_current(cfg: Config, image_set: ImageSet) -> None:
     """StaleInputError when the image set is unfinished, or was built by the image stage from the
-    experiment's panel under other settings than cfg's (or before the panel was rebuilt). An image
-    set made otherwise (imported from the authors' files, written by a notebook) is checked for
-    completion only."""
+    experiment's panel under other settings than cfg's (or before the panel was rebuilt), or was
+    imported from the authors' files and those files changed since. A set written otherwise (by a
+    notebook) is checked for completion only."""
+    from pipeline.images.authors import check_authors_current
     from pipeline.images.build import image_set_hash
 
     d = image_set.directory
@@ -444,9 +445,12 @@ def check_images_current(cfg: Config, image_set: ImageSet) -> None:
     if not marker.exists():
         raise StaleInputError(f"the image set in {d} is unfinished (no completion marker): run "
                               "`make images` first")
-    if read_json(marker).get("built_from") == "panel":
+    built_from = read_json(marker).get("built_from")
+    if built_from == "panel":
         require_done(d, image_set_hash(cfg, cfg.train.image_set, paths.panel_dir(cfg)),
                      "the image set", "images")
+    elif built_from == "authors":
+        check_authors_current(d)
 
 
 def check_model_fits(model_name: str, image_set: ImageSet) -> None:
