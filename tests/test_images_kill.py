@@ -5,7 +5,6 @@ images as an uninterrupted run."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,39 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import paths
-from pipeline.config import load_config
-from pipeline.images.store import ImageSet
+sys.path.insert(0, str(Path(__file__).parent))
+from proc_tools import alive, descendants, kill_and_wait  # noqa: E402
+
+from pipeline import paths  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.images.store import ImageSet  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _children() -> dict[int, int]:
-    """pid -> parent pid of every live, non-zombie process."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if fields[0] != "Z":
-            out[int(d.name)] = int(fields[1])
-    return out
-
-
-def _descendants(pid: int) -> set[int]:
-    parents = _children()
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {p for p, pp in parents.items() if pp in frontier} - found
-        found |= frontier
-    return found
-
-
-def _alive(pids: set[int]) -> set[int]:
-    return pids & set(_children())
 
 
 def _stage(stage: str, over: list[str]) -> list[str]:
@@ -64,20 +38,16 @@ def test_killing_the_image_stage_leaves_no_process_and_a_rerun_builds_the_same_i
         seen: set[int] = set()
         deadline = time.time() + 120
         while time.time() < deadline and stage.poll() is None:
-            seen |= _descendants(stage.pid)
-            if len(_alive(seen)) >= 3:
+            seen |= descendants(stage.pid)
+            if len(alive(seen)) >= 3:
                 break
             time.sleep(0.05)
         assert stage.poll() is None, "the image stage finished before its pool could be killed"
-        assert len(_alive(seen)) >= 3, f"the pool never started: {seen}"
+        assert len(alive(seen)) >= 3, f"the pool never started: {seen}"
         time.sleep(0.5)  # let the workers get into their shards
-        seen |= _descendants(stage.pid)
-        os.kill(stage.pid, signal.SIGKILL)
-        stage.wait(timeout=10)
-        deadline = time.time() + 15
-        while _alive(seen) and time.time() < deadline:
-            time.sleep(0.1)
-        assert not _alive(seen), f"processes {sorted(_alive(seen))} outlived the killed image stage"
+        seen |= descendants(stage.pid)
+        survivors = kill_and_wait(stage, seen)
+        assert not survivors, f"processes {sorted(survivors)} outlived the killed image stage"
     finally:
         if stage.poll() is None:
             stage.kill()

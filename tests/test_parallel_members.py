@@ -18,6 +18,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from proc_tools import kill_and_wait  # noqa: E402
 from train_fixtures import build_image_set, make_config  # noqa: E402
 
 from pipeline import paths  # noqa: E402
@@ -109,7 +110,14 @@ def _member_job_that_dies_for_member_1(t, image_dir, index, norm, i, run, m_hash
     from pipeline.train import ddp
 
     if i == 1:
-        time.sleep(3.0)  # member 0 (one epoch on a tiny set) finishes first
+        # Die only once member 0 has finished (its marker is written; calibration "none" writes
+        # nothing more), however busy the machine is.
+        m0 = Path(run) / "member_0"
+        deadline = time.time() + 300
+        while not (m0 / "_DONE.json").exists():
+            assert time.time() < deadline, "member 0 never finished"
+            time.sleep(0.1)
+        time.sleep(0.5)  # its process hands the result back to the parent
         os.kill(os.getpid(), signal.SIGKILL)
     rt = resolve_runtime(t, ddp.resolve_device(t.device))
     return _train_and_calibrate(t, image_dir, index, norm, i, run, rt, ddp.DistInfo(device=rt.device), m_hash)
@@ -132,12 +140,7 @@ def test_workers_die_with_their_parent(tmp_path):
             time.sleep(0.1)
         assert pid_file.exists(), "the worker never started"
         worker = int(pid_file.read_text())
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait(timeout=10)
-        deadline = time.time() + 10
-        while _alive(worker) and time.time() < deadline:
-            time.sleep(0.1)
-        assert not _alive(worker), f"worker {worker} outlived its killed parent"
+        assert not kill_and_wait(parent, {worker}, timeout=10), f"worker {worker} outlived its killed parent"
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -146,14 +149,6 @@ def test_workers_die_with_their_parent(tmp_path):
 def _sleep_forever(pid_file: str) -> None:
     Path(pid_file).write_text(str(os.getpid()))
     time.sleep(600)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
-    except FileNotFoundError:
-        return False
 
 
 def test_one_writer_per_folder(tmp_path):
