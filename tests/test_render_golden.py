@@ -1,6 +1,6 @@
 """The renderer against the authors' own images: shared/golden/render_cases.npz (891 windows).
 
-Every image must agree byte for byte and every rejection status must agree (golden README).
+Every image must agree byte for byte and every rejection status must agree (docs/golden.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Vectorised OHLC chart renderer (docs/method.md section 2; shared/golden/README.md sections 2-3).
+"""Vectorised OHLC chart renderer (docs/method.md section 2; docs/golden.md).
 
 Reproduces the authors' renderer (``adjust_price`` + pandas rolling MA + PIL drawing) byte for byte
 (all 891 golden cases), but for a whole batch of windows at once: every step is a numpy operation
@@ -287,7 +287,7 @@ def render_windows(rows: np.ndarray, n_hist: np.ndarray, window: int, ma: bool =
     volume: draw the volume area (V = int(H/5) rows below a gap row); without it P = H.
 
     Returns (images, status): images uint8 (n, H, 3W), 0/255, all-zero where rejected; status int8
-    (n,), -1 for an image, else a key of ``REJECTION_REASONS`` (1..5; golden README section 2).
+    (n,), -1 for an image, else a key of ``REJECTION_REASONS`` (1..5; docs/golden.md).
     Status 5 also covers a non-finite min/max (e.g. a raw close of exactly 0 inside the block makes
     an adjusted price infinite), where the authors' code would raise instead.
     """
