@@ -12,9 +12,9 @@ OVERRIDES := $(foreach s,$(SET),--set $(s))
 STAGE = $(PY) -m pipeline.$(1) --config $(CONFIG) $(OVERRIDES)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test panel images train predict evaluate gradcam ablations ablations-table report \
-        study-recovery study-recovery-table replicate summary score fetch-data bench-panel bench-render bench-train \
-        bench-stage bench-precision clean-demo
+.PHONY: help install demo test panel images train predict evaluate gradcam interpret ablations ablations-table report \
+        study-recovery study-recovery-table study-timescale replicate summary score fetch-data bench-panel bench-render bench-train \
+        bench-stage bench-precision clean-demo demo-extensions demo-crypto
 
 help: ## list the targets
 	@echo "Stages (CONFIG=$(CONFIG); CONFIG=stooq_i20r20 for the shared real panel):"
@@ -32,6 +32,19 @@ install: $(STAMP) ## create .venv and install the package (done automatically by
 
 demo: $(STAMP) ## the whole pipeline on the embedded synthetic market (CONFIG=demo)
 	$(MAKE) --no-print-directory panel images train predict evaluate gradcam ablations report CONFIG=$(CONFIG) SET="$(SET)"
+
+EXT_CONFIG = $(if $(filter demo,$(CONFIG)),demo_extensions,$(CONFIG))
+
+demo-extensions: $(STAMP) ## regression targets and delayed holding periods 0-5 beside the demo's classifier (CONFIG=demo_extensions)
+	$(MAKE) --no-print-directory panel images train predict evaluate CONFIG=$(EXT_CONFIG) SET="$(SET)"
+	$(MAKE) --no-print-directory train predict evaluate CONFIG=$(EXT_CONFIG) SET="train.target=return $(SET)"
+	$(MAKE) --no-print-directory train predict evaluate CONFIG=$(EXT_CONFIG) SET="train.target=class train.calibration=platt $(SET)"
+
+demo-crypto: $(STAMP) ## a 24/7 synthetic market: its own CNN, the demo's applied unchanged and with a re-fitted head
+	$(MAKE) --no-print-directory panel images train CONFIG=demo SET="$(SET)"
+	$(MAKE) --no-print-directory panel images train predict evaluate report CONFIG=demo_crypto SET="$(SET)"
+	$(MAKE) --no-print-directory panel images train predict evaluate report CONFIG=demo_crypto_direct SET="$(SET)"
+	$(MAKE) --no-print-directory panel images train predict evaluate report CONFIG=demo_crypto_head SET="$(SET)"
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -54,6 +67,9 @@ evaluate: $(STAMP) ## predictions + panel -> metrics, decile portfolios, benchma
 gradcam: $(STAMP) ## models + images -> Grad-CAM maps and the Figure-12 panel
 	$(call STAGE,gradcam)
 
+interpret: $(STAMP) ## models + images -> filters, saliency, occlusion, embeddings, class models, robustness
+	$(call STAGE,interpret)
+
 score: $(STAMP) ## a trained run -> P(up) per stock at the panel's latest date (SCORE_ARGS="--date D --tickers A,B")
 	$(PY) -m pipeline.score --config $(CONFIG) $(OVERRIDES) $(SCORE_ARGS)
 
@@ -73,6 +89,11 @@ study-recovery: $(STAMP) ## signal-recovery study: recipes x training sizes vs t
 
 study-recovery-table: $(STAMP) ## the recovery study's table and figures from the runs finished so far
 	$(PY) -m pipeline.studies.recovery --config $(STUDY_CONFIG) $(OVERRIDES) --table-only
+
+TIMESCALE_CONFIG = $(if $(filter demo,$(CONFIG)),demo_timescale,$(CONFIG))
+
+study-timescale: $(STAMP) ## time-scale transfer: I5 on 20/60-day windows in 5 bars vs I20/I60 (CONFIG=demo_timescale)
+	$(PY) -m pipeline.studies.timescale --config $(TIMESCALE_CONFIG) $(OVERRIDES)
 
 replicate: $(STAMP) ## a real-data run on ../shared/data: panel..evaluate, report, summary (CONFIG=stooq_i20r20 by default)
 	$(MAKE) --no-print-directory panel images train predict evaluate report summary CONFIG=$(if $(filter demo,$(CONFIG)),stooq_i20r20,$(CONFIG)) SET="$(SET)"

@@ -51,13 +51,16 @@ class SyntheticConfig:
     # Monte-Carlo paths per sampled state when estimating the Bayes-optimal accuracy.
     bayes_paths: int = 256
     bayes_samples: int = 2000
+    # Trading days: business (Mon-Fri, the default) | daily (every calendar day: a 24/7 market such
+    # as a crypto exchange; the generator is otherwise unchanged, one step per calendar day).
+    calendar: str = "business"
 
 
 @dataclass
 class PanelConfig:
     """Price-panel stage (docs/method.md section 4)."""
 
-    source: str = "synthetic"  # synthetic | stooq | crsp | yahoo
+    source: str = "synthetic"  # synthetic | stooq | crsp | yahoo | generic
     path: str | None = None  # file or folder of the raw source (not used by synthetic)
     start: str = "1992-06-01"
     end: str = "2019-12-31"
@@ -75,10 +78,50 @@ class PanelConfig:
 
 
 @dataclass
+class GenericColumns:
+    """Column names of a generic OHLCV file (``panel.source: generic``), matched case-insensitively."""
+
+    date: str = "date"
+    open: str = "open"
+    high: str = "high"
+    low: str = "low"
+    close: str = "close"
+    volume: str = "volume"
+    # One long file: the column naming each row's instrument. None: one file per instrument, the
+    # ticker taken from the file name (generic.ticker_pattern).
+    ticker: str | None = None
+
+
+@dataclass
+class GenericConfig:
+    """The generic OHLCV adapter (pipeline.panel.generic; docs/interfaces.md "Panel"): any market,
+    any calendar (every date in the files is kept, weekends included), no shares outstanding (the
+    market cap is the dollar-volume proxy of METHOD 3.5), no exchange or share-type metadata."""
+
+    columns: GenericColumns = field(default_factory=GenericColumns)
+    # Names of the columns, in file order, of files without a header line (Binance's kline CSVs);
+    # None: line 1 of every file is its header.
+    header: list[str] | None = None
+    # auto (YYYY-MM-DD or YYYYMMDD, per cell) | iso | yyyymmdd | unix_s | unix_ms | unix_us (epoch
+    # timestamps in UTC). A time of day other than midnight is refused: the panel is daily.
+    date_format: str = "auto"
+    # Files read from a panel.path folder (recursively): a glob on the file name; *.csv, *.csv.gz
+    # and *.parquet are understood.
+    pattern: str = "*.csv"
+    # Regular expression whose first group is the ticker within the file name (e.g. Binance's
+    # monthly files BTCUSDT-1d-2021-01.csv: '^([A-Z0-9]+)-'); None: the name without its suffix.
+    # Several files of one ticker are concatenated (a repeated date: duplicate_rows, last kept).
+    ticker_pattern: str | None = None
+    exchange: str = "UNKNOWN"  # written into the panel's exchange column for every row
+
+
+@dataclass
 class ImagesConfig:
     """Chart-image stage (docs/method.md sections 2-3)."""
 
-    # Image sets to build: each entry is "I{W}/{freq}" with freq in week | month | quarter.
+    # Image sets to build: each entry is "I{W}/{freq}" with freq in week | month | quarter, or
+    # "I{B}x{k}/{freq}": B bars of k trading days each (a B*k-day window drawn as a B-bar chart,
+    # METHOD 11 time-scale transfer; e.g. "I5x4/month" = 20 days in 5 bars, 32x15 pixels).
     sets: list[str] = field(default_factory=lambda: ["I20/month"])
     ma: bool = True
     volume: bool = True
@@ -124,6 +167,11 @@ class TrainConfig:
     seed: int = 42
     norm: str = "insample"  # insample | per_year_first50k
     reproduce_nan_as_down: bool = False
+    # What the network learns (METHOD 3.6): "class" (the paper: up/down, two logits, cross-entropy)
+    # or a regression on the label's return, one output and a squared-error loss: "return" (the
+    # raw return) or "vol_adjusted_return" (the return over its ex-ante EWMA volatility scaled to
+    # the horizon). Regression runs are named <run>-reg / <run>-regvol (pipeline.paths.run_name).
+    target: str = "class"
     max_train_images: int | None = None  # subsample the in-sample pool (demo and CPU presets)
     precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 where the hardware supports it)
     device: str = "auto"  # auto | cpu | cuda
@@ -158,6 +206,10 @@ class EvaluateConfig:
     # Table 5: Spearman correlation of P(up) with OHLCV characteristics (pipeline.evaluate
     # .characteristics); needs the panel's close and volume history, so it can be switched off.
     characteristics: bool = True
+    # Delayed holding periods (METHOD 7.1): delays d (records after the image date, 0..MAX_DELAY)
+    # at which the run's signal is also evaluated, holding period of the label's length starting d
+    # records later; [] = none. Writes delays.parquet and figures/delays.png (pipeline.evaluate.delays).
+    delays: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -169,6 +221,53 @@ class GradcamConfig:
     layer_point: str = "pre_pool"  # pre_pool | post_pool
     members: str = "first"  # first | all
     average_samples: int = 2000
+
+
+INTERPRET_METHODS = ("filters", "saliency", "occlusion", "embedding", "class_model", "robustness")
+
+
+@dataclass
+class InterpretConfig:
+    """Interpretation toolkit beyond Grad-CAM (``make interpret``; docs/method.md section 8.1).
+
+    Images are drawn (seeded) from one test year; pixel quantities (epsilons) are in the stored
+    image's units, 0 (background) to 255 (ink)."""
+
+    year: int | None = None  # None: the last test year with predictions and images
+    members: str = "all"  # first | all: which members' calibrated P(up) is explained
+    methods: list[str] = field(default_factory=lambda: list(INTERPRET_METHODS))
+    n_images: int = 100  # test images for saliency, the embedding and the planted-signal measure
+    last_days: int = 5  # width (days) of the "last bars" region (the planted reversal: 5 closes)
+    surge_quantile: float = 0.8  # surge days: |planted surge x direction| above this quantile
+    occlusion_images: int = 20
+    occlusion_patch: list[int] = field(default_factory=lambda: [8, 6])  # rows, columns (= stride)
+    tsne_perplexity: float = 20.0
+    class_model_steps: int = 100
+    class_model_lr: float = 2.0  # pixel units per Adam step
+    class_model_l2: float = 0.5  # weight of the mean squared pixel (0..1 scale)
+    class_model_tv: float = 3.0  # weight of the mean absolute neighbour difference (0..1 scale)
+    robustness_images: int = 40
+    epsilons: list[float] = field(default_factory=lambda: [2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
+    pgd_steps: int = 5
+    bisect_steps: int = 6  # refinements of each image's FGSM flip point between two grid values
+    batch_size: int = 256
+    seed: int = 0
+
+
+@dataclass
+class TransferConfig:
+    """Apply a model trained in another experiment to this one's images (pipeline.train.transfer;
+    docs/method.md section 6.1): ``make train`` then copies (direct) or re-fits the head of (head)
+    the source run instead of training, and predict/evaluate/report run as usual."""
+
+    mode: str = "none"  # none | direct (the source's ensemble unchanged) | head (frozen convolutions,
+    # each member's final linear layer re-initialised and fitted on this experiment's in-sample images)
+    # The source experiment: a config (shipped name or path) whose run is taken from
+    # <data_dir>/<its name>/runs/ (this config's data_dir); or leave it unset and give source_run.
+    source_config: str | None = None
+    # With source_config: the run's folder name under that experiment's runs/ (None: the run that
+    # config trains). Without it: the path of a run folder (one holding model.json).
+    source_run: str | None = None
 
 
 @dataclass
@@ -184,6 +283,20 @@ class AblationsConfig:
     # images: a CPU preset like test_years. None: train.max_train_images.
     max_train_images: int | None = None
     parallel: int = 1
+
+
+@dataclass
+class TimescaleConfig:
+    """The time-scale transfer study (``make study-timescale``; METHOD 11, JF Tables 11-12): the
+    model trained on ``source`` is applied unchanged to each aggregated image set of ``targets``
+    and judged beside the model trained on the un-aggregated set of the same window and frequency
+    (pipeline.studies.timescale)."""
+
+    # Daily-bar image set the transferred model is trained on (model I{W}, horizon of its frequency).
+    source: str = "I5/week"
+    # Aggregated sets "I{B}x{k}/{freq}" with B = the source's bars; each is compared with the model
+    # trained on "I{B*k}/{freq}" (so B*k must be a trainable window: 5, 20 or 60).
+    targets: list[str] = field(default_factory=lambda: ["I5x4/month", "I5x12/quarter"])
 
 
 @dataclass
@@ -215,8 +328,12 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     gradcam: GradcamConfig = field(default_factory=GradcamConfig)
+    generic: GenericConfig = field(default_factory=GenericConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    interpret: InterpretConfig = field(default_factory=InterpretConfig)
     ablations: AblationsConfig = field(default_factory=AblationsConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    timescale: TimescaleConfig = field(default_factory=TimescaleConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
     @property
@@ -365,7 +482,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 _CHOICES = {
-    "panel.source": ("synthetic", "stooq", "crsp", "yahoo"),
+    "panel.source": ("synthetic", "stooq", "crsp", "yahoo", "generic"),
+    "synthetic.calendar": ("business", "daily"),
+    "generic.date_format": ("auto", "iso", "yyyymmdd", "unix_s", "unix_ms", "unix_us"),
+    "transfer.mode": ("none", "direct", "head"),
     "panel.ohlc_errors": ("repair", "mask"),
     "images.period_ret_mode": ("strict", "next_available"),
     "images.executor": ("local", "dask"),
@@ -375,6 +495,7 @@ _CHOICES = {
     "train.norm": ("insample", "per_year_first50k"),
     "train.head_init": ("paper", "base_rate"),
     "train.calibration": ("none", "temperature", "platt"),
+    "train.target": ("class", "return", "vol_adjusted_return"),
     "recovery.calibration": ("temperature", "platt"),
     "train.precision": ("auto", "bf16", "fp32"),
     "train.device": ("auto", "cpu", "cuda"),
@@ -382,6 +503,7 @@ _CHOICES = {
     "evaluate.top500_mode": ("formation", "annual_june"),
     "gradcam.layer_point": ("pre_pool", "post_pool"),
     "gradcam.members": ("first", "all"),
+    "interpret.members": ("first", "all"),
 }
 
 
@@ -394,6 +516,7 @@ def validate(cfg: Config) -> None:
     for s in cfg.images.sets:
         parse_image_set(s)
     parse_image_set(cfg.train.image_set)
+    _validate_image_sets(cfg)
     tag = cfg.train.run_tag
     if tag and not all(ch.isalnum() or ch in "-_." for ch in tag):
         raise ConfigError(f"'train.run_tag' is {tag!r}: use letters, digits, '-', '_' or '.' only")
@@ -413,6 +536,197 @@ def validate(cfg: Config) -> None:
     c = cfg.evaluate.cost_bps
     if not (c >= 0 and c != float("inf")):  # also refuses NaN
         raise ConfigError(f"'evaluate.cost_bps' is {c!r}; use a finite cost per side >= 0 (basis points)")
+    if is_regression(cfg.train.target):
+        if cfg.train.calibration != "none":
+            raise ConfigError(
+                f"'train.calibration' is {cfg.train.calibration!r} but 'train.target' is "
+                f"{cfg.train.target!r}: temperature and Platt scaling calibrate a classifier's P(up); "
+                "a regression run needs train.calibration: none")
+        if cfg.train.reproduce_nan_as_down:
+            raise ConfigError(
+                f"'train.reproduce_nan_as_down' is true but 'train.target' is {cfg.train.target!r}: "
+                "turning a missing return into a 'down' label is a classification parity flag; a "
+                "regression target has no value for a missing return (leave the flag off)")
+    d = cfg.evaluate.delays
+    bad = [x for x in d if not 0 <= x <= MAX_DELAY]
+    if bad:
+        raise ConfigError(f"'evaluate.delays' has {bad}: a delay counts records after the image "
+                          f"date and must lie in 0..{MAX_DELAY}")
+    if len(set(d)) != len(d):
+        raise ConfigError(f"'evaluate.delays' {d} lists a delay twice")
+    _validate_interpret(cfg)
+    _validate_generic(cfg)
+    _validate_transfer(cfg)
+
+
+# Training targets (METHOD 3.6): the classifier of the paper and the regressions on the return.
+REGRESSION_TARGETS = ("return", "vol_adjusted_return")
+# Longest delay of the holding period after the image date, in records (METHOD 7.1).
+MAX_DELAY = 5
+
+
+def is_regression(target: str) -> bool:
+    """True for the regression targets (one output, squared-error loss), False for "class"."""
+    return target in REGRESSION_TARGETS
+
+
+def model_outputs(target: str) -> int:
+    """Width of the network's output layer: 2 logits for "class", 1 predicted value otherwise."""
+    return 1 if is_regression(target) else 2
+
+
+# Settings added after runs existed: at these defaults they stay out of the settings hashes
+# (hash_view), so a run or evaluation made before the setting existed is not redone for it.
+HASH_NEUTRAL_DEFAULTS = {"train": {"target": "class"}, "evaluate": {"delays": []},
+                         "synthetic": {"calendar": "business"}}
+
+
+def hash_view(section: str, obj: Any) -> dict:
+    """``to_dict(obj)`` of config section ``section`` without its hash-neutral defaults."""
+    d = to_dict(obj)
+    for k, v in HASH_NEUTRAL_DEFAULTS.get(section, {}).items():
+        if k in d and d[k] == v:
+            del d[k]
+    return d
+
+
+def _validate_generic(cfg: Config) -> None:
+    """The generic source: column names, the ticker rule, and the filters it cannot apply."""
+    import re
+
+    g, p = cfg.generic, cfg.panel
+    cols = dataclasses.asdict(g.columns)
+    named = {k: v for k, v in cols.items() if v is not None}
+    for k, v in named.items():
+        if not str(v).strip():
+            raise ConfigError(f"'generic.columns.{k}' is empty; give the column's name")
+    lower = [str(v).lower() for v in named.values()]
+    dup = sorted({v for v in lower if lower.count(v) > 1})
+    if dup:
+        raise ConfigError(f"'generic.columns' maps several fields to the same column {dup}: {named}")
+    if g.header is not None:
+        missing = [v for v in named.values() if v.lower() not in (h.lower() for h in g.header)]
+        if missing:
+            raise ConfigError(f"'generic.header' {g.header} lacks the column(s) {missing} named in "
+                              "'generic.columns'")
+    if g.ticker_pattern is not None:
+        try:
+            groups = re.compile(g.ticker_pattern).groups
+        except re.error as e:
+            raise ConfigError(f"'generic.ticker_pattern' {g.ticker_pattern!r} is not a regular "
+                              f"expression: {e}") from None
+        if groups < 1:
+            raise ConfigError(f"'generic.ticker_pattern' {g.ticker_pattern!r} needs a group (...) "
+                              "around the ticker")
+        if g.columns.ticker is not None:
+            raise ConfigError("'generic.ticker_pattern' and 'generic.columns.ticker' are both set: "
+                              "the ticker comes from the file name or from a column, not both")
+    if p.source != "generic":
+        return
+    defaults = PanelConfig()
+    for key in ("shrcd", "exchcd"):
+        if getattr(p, key) != getattr(defaults, key):
+            raise ConfigError(f"'panel.{key}' {getattr(p, key)} is a CRSP filter; panel.source "
+                              "generic has no share or exchange codes: remove it")
+    if p.common_only:
+        raise ConfigError("'panel.common_only' is true, but its '_'/'-' ticker rule marks US "
+                          "preferreds and warrants and panel.source generic has no share types "
+                          "(it would drop e.g. BTC-USD): set panel.common_only: false")
+
+
+def _validate_transfer(cfg: Config) -> None:
+    """transfer.*: a source is named exactly when a mode is on, and the source's model draws and
+    reads the same images as this experiment (model, window, moving average, volume bars)."""
+    x = cfg.transfer
+    if x.mode == "none":
+        for key in ("source_config", "source_run"):
+            if getattr(x, key) is not None:
+                raise ConfigError(f"'transfer.{key}' is set but 'transfer.mode' is none: choose "
+                                  "direct or head, or remove it")
+        return
+    if x.source_config is None and x.source_run is None:
+        raise ConfigError(f"'transfer.mode' is {x.mode}: name the source with "
+                          "'transfer.source_config' (and optionally 'transfer.source_run') or give "
+                          "'transfer.source_run' as a run folder")
+    for key in ("source_config", "source_run"):
+        v = getattr(x, key)
+        if v is not None and not str(v).strip():
+            raise ConfigError(f"'transfer.{key}' is empty")
+    if x.source_config is not None:
+        src = load_config(x.source_config)
+        if src.transfer.mode != "none":
+            raise ConfigError(f"'transfer.source_config' {x.source_config} is itself a transfer "
+                              f"(transfer.mode {src.transfer.mode}): transfer from its source instead")
+        if src.name == cfg.name:
+            raise ConfigError(f"'transfer.source_config' {x.source_config} is this experiment "
+                              f"({cfg.name}): transfer needs another experiment's run")
+        source = {"model": src.train.model, "window": parse_image_set(src.train.image_set)[0],
+                  "ma": src.images.ma, "volume": src.images.volume,
+                  "image_set": src.train.image_set}
+        where = f"transfer.source_config {x.source_config}"
+    else:
+        card_path = Path(x.source_run) / "model.json"
+        if not card_path.exists():  # checked again, and named, when the run is read
+            return
+        card = json.loads(card_path.read_text())
+        chart = card.get("chart", {})
+        source = {"model": card.get("model"), "window": chart.get("window"), "ma": chart.get("ma"),
+                  "volume": chart.get("volume"), "image_set": card.get("image_set")}
+        where = f"transfer.source_run {x.source_run}"
+    check_transfer_fits(source, cfg, where)
+
+
+def check_transfer_fits(source: dict, cfg: Config, where: str) -> None:
+    """ConfigError unless the source ({"model", "window", "ma", "volume", "image_set"}) takes this
+    experiment's images unchanged: the same model name (so the same input size and layers), the
+    same chart window (input size) and the same chart elements."""
+    window = parse_image_set(cfg.train.image_set)[0]
+    mine = {"model": cfg.train.model, "window": window, "ma": cfg.images.ma,
+            "volume": cfg.images.volume}
+    names = {"model": "train.model", "window": "the chart window of train.image_set",
+             "ma": "images.ma", "volume": "images.volume"}
+    for key, ours in mine.items():
+        if source.get(key) != ours:
+            raise ConfigError(
+                f"{where} was trained with {names[key]} {source.get(key)!r} (image set "
+                f"{source.get('image_set')}) but this experiment ({cfg.name}) has {names[key]} "
+                f"{ours!r} (train.image_set {cfg.train.image_set}): a transferred model must read "
+                "images of the same size, drawn the same way")
+
+
+def _validate_interpret(cfg: Config) -> None:
+    """The interpret section's ranges, and the settings it must agree with (train.image_set)."""
+    it = cfg.interpret
+    for m in it.methods:
+        if m not in INTERPRET_METHODS:
+            raise ConfigError(f"'interpret.methods' entry {m!r}; choose from {list(INTERPRET_METHODS)}")
+    if len(set(it.methods)) != len(it.methods) or not it.methods:
+        raise ConfigError(f"'interpret.methods' is {it.methods}: list each method once, at least one")
+    for key in ("n_images", "occlusion_images", "robustness_images", "class_model_steps",
+                "pgd_steps", "batch_size", "last_days"):
+        if getattr(it, key) < 1:
+            raise ConfigError(f"'interpret.{key}' is {getattr(it, key)}; use a positive number")
+    if it.bisect_steps < 0:
+        raise ConfigError(f"'interpret.bisect_steps' is {it.bisect_steps}; use 0 or more")
+    window = parse_image_set(cfg.train.image_set)[0]
+    if it.last_days > window:
+        raise ConfigError(f"'interpret.last_days' is {it.last_days} but train.image_set "
+                          f"{cfg.train.image_set!r} has {window} days")
+    if not 0.0 < it.surge_quantile < 1.0:
+        raise ConfigError(f"'interpret.surge_quantile' is {it.surge_quantile}; use a value in (0, 1)")
+    if len(it.occlusion_patch) != 2 or min(it.occlusion_patch) < 1:
+        raise ConfigError(f"'interpret.occlusion_patch' is {it.occlusion_patch}; give [rows, columns] >= 1")
+    eps = it.epsilons
+    if not eps or any(not 0.0 < e <= 255.0 for e in eps) or sorted(set(eps)) != list(eps):
+        raise ConfigError(f"'interpret.epsilons' is {eps}; give strictly increasing pixel "
+                          "amounts in (0, 255]")
+    if "embedding" in it.methods and not 1.0 <= it.tsne_perplexity < it.n_images:
+        raise ConfigError(f"'interpret.tsne_perplexity' is {it.tsne_perplexity}; t-SNE needs 1 <= "
+                          f"perplexity < interpret.n_images ({it.n_images})")
+    for key in ("class_model_lr", "class_model_l2", "class_model_tv"):
+        v = getattr(it, key)
+        if not (v >= 0 and v != float("inf")) or (key == "class_model_lr" and v == 0):
+            raise ConfigError(f"'interpret.{key}' is {v!r}; use a finite value >= 0 (lr > 0)")
 
 
 # The one statement of the image/rebalance frequencies and of which horizon goes with which
@@ -423,15 +737,129 @@ FREQUENCY_HORIZON = {f: h for h, f in HORIZON_FREQUENCY.items()}
 
 
 def parse_image_set(text: str) -> tuple[int, str]:
-    """``"I20/month"`` -> ``(20, "month")``."""
+    """``"I20/month"`` -> ``(20, "month")``; ``"I5x4/month"`` -> ``(5, "month")``: the bars drawn
+    (the image size, the model's input) and the frequency. :func:`image_set_spec` has the days."""
+    spec = image_set_spec(text)
+    return spec.bars, spec.freq
+
+
+@dataclass(frozen=True)
+class ImageSetSpec:
+    """One image set name, read: ``bars`` drawn (5/20/60: the image size), ``bar_days`` trading
+    days per bar (1 = daily bars; k > 1 = the METHOD 11 aggregation), the period-end ``freq``."""
+
+    bars: int
+    bar_days: int
+    freq: str
+
+    @property
+    def window_days(self) -> int:
+        """Trading days the chart covers (records per image; 2x that with the moving average)."""
+        return self.bars * self.bar_days
+
+    @property
+    def aggregated(self) -> bool:
+        return self.bar_days > 1
+
+    @property
+    def folder(self) -> str:
+        """Folder name under images/: ``I20_month``, ``I5x4_month``."""
+        agg = f"x{self.bar_days}" if self.aggregated else ""
+        return f"I{self.bars}{agg}_{self.freq}"
+
+    @property
+    def native(self) -> str:
+        """The daily-bar set of the same window and frequency (``I5x4/month`` -> ``I20/month``)."""
+        return f"I{self.window_days}/{self.freq}"
+
+
+def image_set_spec(text: str) -> ImageSetSpec:
+    """Read ``"I{W}/{freq}"`` or ``"I{B}x{k}/{freq}"`` (B bars of k days); ConfigError naming it."""
+    form = "must look like 'I20/month' (daily bars) or 'I5x4/month' (5 bars of 4 days)"
     try:
         size, freq = text.split("/")
-        w = int(size.lstrip("I"))
     except ValueError:
-        raise ConfigError(f"image set {text!r} must look like 'I20/month'") from None
-    if w not in (5, 20, 60) or freq not in FREQUENCIES:
+        raise ConfigError(f"image set {text!r} {form}") from None
+    bars_text, sep, days_text = size.lstrip("I").partition("x")
+    try:
+        bars = int(bars_text)
+    except ValueError:
+        raise ConfigError(f"image set {text!r} {form}") from None
+    bar_days = 1
+    if sep:
+        try:
+            bar_days = int(days_text)
+        except ValueError:
+            raise ConfigError(f"image set {text!r}: {days_text!r} days per bar is not a whole number "
+                              "of trading days; a bar aggregates k >= 2 whole days "
+                              "('I5x4/month': 5 bars of 4 days)") from None
+        if bar_days < 2:
+            raise ConfigError(f"image set {text!r}: k = {bar_days} days per bar; an aggregated bar "
+                              f"holds k >= 2 days (daily bars are written 'I{bars}/{freq}')")
+    if bars not in (5, 20, 60) or freq not in FREQUENCIES:
         raise ConfigError(f"image set {text!r}: size must be 5/20/60 and frequency one of {FREQUENCIES}")
-    return w, freq
+    return ImageSetSpec(bars, bar_days, freq)
+
+
+def _panel_span(cfg: Config) -> tuple[str, str, str]:
+    """(first day, last day, the settings that set them) of the daily records the panel can hold for
+    the image stage: the synthetic market's or the source's dates, up to images.end_year."""
+    sec = "synthetic" if cfg.panel.source == "synthetic" else "panel"
+    start, end = str(getattr(cfg, sec).start), str(getattr(cfg, sec).end)
+    last = min(end, f"{cfg.images.end_year}-12-31")
+    return start, last, f"'{sec}.start' {start} .. '{sec}.end' {end}, 'images.end_year' {cfg.images.end_year}"
+
+
+def _validate_image_sets(cfg: Config) -> None:
+    """Refuse image sets no panel of these settings could draw (a window longer than the trading
+    days it spans) and time-scale transfers that cannot be made (METHOD 11)."""
+    import numpy as np
+
+    start, last, where = _panel_span(cfg)
+    # Trading days are at most the weekdays (every calendar day for a market that trades daily).
+    every_day = cfg.panel.source == "generic" or (
+        cfg.panel.source == "synthetic" and getattr(cfg.synthetic, "calendar", "business") == "daily")
+    try:
+        a, b = np.datetime64(start, "D"), np.datetime64(last, "D") + 1
+        weekdays = int((b - a) // np.timedelta64(1, "D")) if every_day else int(np.busday_count(a, b))
+    except ValueError:
+        weekdays = None  # a malformed date: the panel stage names it
+    ts = cfg.timescale
+    # Only the sets this config draws or trains on: the time-scale study's sets are checked when
+    # the study builds them (they are defaults every config carries).
+    named = [("images.sets", s) for s in cfg.images.sets] + [("train.image_set", cfg.train.image_set)]
+    for key, s in named:
+        spec = image_set_spec(s)
+        if weekdays is not None and spec.window_days > weekdays:
+            raise ConfigError(
+                f"'{key}' {s!r} draws windows of {spec.window_days} trading days, but the panel "
+                f"({where}) spans at most {max(weekdays, 0)} trading days: no image could be drawn")
+    if image_set_spec(cfg.train.image_set).aggregated:
+        # A model card records daily-bar charts (its window), which make score would redraw.
+        raise ConfigError(
+            f"'train.image_set' {cfg.train.image_set!r} has aggregated bars: models are trained on "
+            "daily bars; an aggregated set is what `make study-timescale` applies a trained model "
+            "to (timescale.targets)")
+    src = image_set_spec(ts.source)
+    if src.aggregated:
+        raise ConfigError(f"'timescale.source' {ts.source!r}: the transferred model is trained on "
+                          f"daily bars; use 'I{src.bars}/{src.freq}'")
+    for s in ts.targets:
+        spec = image_set_spec(s)
+        if not spec.aggregated:
+            raise ConfigError(f"'timescale.targets' entry {s!r} has daily bars; a target aggregates "
+                              f"k >= 2 days per bar (e.g. 'I{src.bars}x4/month')")
+        if spec.bars != src.bars:
+            raise ConfigError(
+                f"'timescale.targets' entry {s!r} draws {spec.bars} bars but 'timescale.source' "
+                f"{ts.source!r} draws {src.bars}: the model's input size differs, it cannot be "
+                f"applied unchanged (use 'I{src.bars}x<k>/<freq>')")
+        if spec.window_days not in (5, 20, 60):
+            raise ConfigError(
+                f"'timescale.targets' entry {s!r} covers {spec.window_days} days: no model is "
+                "trained at that window to compare with (5 x 4 = 20 or 5 x 12 = 60 days)")
+    if len(set(ts.targets)) != len(ts.targets):
+        raise ConfigError(f"'timescale.targets' {ts.targets} lists a set twice")
 
 
 def split_years(cfg: TrainConfig) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -454,8 +882,10 @@ def to_dict(cfg: Any) -> dict:
 
 def section_hash(*sections: Any) -> str:
     """Stable short hash of config sections: a stage reruns only when its inputs' settings change."""
-    blob = json.dumps([to_dict(s) if dataclasses.is_dataclass(s) else s for s in sections],
-                      sort_keys=True, default=str)
+    # Settings added later at their defaults leave every hash as it was (HASH_NEUTRAL_DEFAULTS).
+    names = {SyntheticConfig: "synthetic", TrainConfig: "train", EvaluateConfig: "evaluate"}
+    blob = json.dumps([hash_view(names.get(type(s), ""), s) if dataclasses.is_dataclass(s) else s
+                       for s in sections], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -116,6 +116,7 @@ HL_TABLES: dict[tuple[str, int, str], HLReference] = {
     # Time-scale transfer I5 -> I20/R20 [NB] (METHOD 11), kept for the report.
     ("I5->I20", 20, "all"): HLReference("I5->I20", 20, "all", "jf", "NB", ew_sr=2.14, vw_sr=.73,
                                         turnover_ew=177.0),
+    ("I5->I60", 60, "all"): HLReference("I5->I60", 60, "all", "jf", "NB", ew_sr=.90),
 }
 for (_s, _h, _u), _ref in list(DECILE_TABLES.items()):
     if _u == "top500":

@@ -5,6 +5,7 @@
     data/<name>/runs/<run>/                    models, logs, predictions    (train, predict)
     data/<name>/eval/<run>/                    metrics, portfolios, tables  (evaluate)
     data/<name>/gradcam/<run>/                 Grad-CAM arrays and panels   (gradcam)
+    data/<name>/interpret/<run>/               saliency, occlusion, ...     (interpret)
     data/<name>/ablations/                     Table-18 runs and table      (ablations)
     data/<name>/score/<run>/                   P(up) of new data per stock  (score)
     reports/<name>/                            HTML + PDF report            (report)
@@ -14,7 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import HORIZON_FREQUENCY, Config, parse_image_set
+from pipeline.config import HORIZON_FREQUENCY, Config, image_set_spec, parse_image_set
+
+
+# Run-name part of a regression target (the classifier, the paper's, has none).
+TARGET_SUFFIX = {"return": "reg", "vol_adjusted_return": "regvol"}
 
 
 def panel_dir(cfg: Config) -> Path:
@@ -22,8 +27,8 @@ def panel_dir(cfg: Config) -> Path:
 
 
 def images_dir(cfg: Config, image_set: str) -> Path:
-    w, freq = parse_image_set(image_set)
-    return cfg.experiment_dir / "images" / f"I{w}_{freq}"
+    """``images/I20_month``; an aggregated set ``I5x4/month`` (METHOD 11) lives in ``images/I5x4_month``."""
+    return cfg.experiment_dir / "images" / image_set_spec(image_set).folder
 
 
 def run_name(cfg: Config, model: str | None = None) -> str:
@@ -31,8 +36,10 @@ def run_name(cfg: Config, model: str | None = None) -> str:
 
     ``<model>_R<horizon>`` (the model name is an ablation variant's when given), then, only where
     they differ from the paper's baseline: ``-rec`` for record-count labels (ret_5d/20d/60d instead
-    of the period return), ``-<freq>`` for an image frequency other than the horizon's, ``-jf`` for
-    the published split or ``-is<first>-<last>-os<first>-<last>`` for custom years, and the
+    of the period return), ``-reg`` / ``-regvol`` for a regression on the raw / volatility-adjusted
+    return (``train.target``), ``-<freq>`` for an image frequency other than the horizon's, ``-jf`` for
+    the published split or ``-is<first>-<last>-os<first>-<last>`` for custom years, ``-x<k>`` for
+    images of k-day bars (``train.image_set`` ``I5x4/month``, METHOD 11), and the
     ``train.run_tag``. E.g. ``I20_R20`` (SSRN split), ``I20_R20-jf``, ``I20_R5-month``,
     ``I20_R20-is2005-2011-os2012-2019-fast``.
     """
@@ -40,6 +47,8 @@ def run_name(cfg: Config, model: str | None = None) -> str:
     parts = [f"{model or t.model}_R{t.horizon}"]
     if t.label_return == "records":
         parts.append("rec")
+    if t.target in TARGET_SUFFIX:
+        parts.append(TARGET_SUFFIX[t.target])
     freq = parse_image_set(t.image_set)[1]
     if freq != HORIZON_FREQUENCY.get(t.horizon):
         parts.append(freq)
@@ -48,9 +57,27 @@ def run_name(cfg: Config, model: str | None = None) -> str:
     elif t.split == "custom":
         (a, b), (c, d) = t.insample_years, t.test_years
         parts.append(f"is{a}-{b}-os{c}-{d}")
+    bar_days = image_set_spec(t.image_set).bar_days
+    if bar_days > 1:
+        parts.append(f"x{bar_days}")
     if t.run_tag:
         parts.append(t.run_tag)
+    if cfg.transfer.mode != "none":
+        parts.append(transfer_suffix(cfg))
     return "-".join(parts)
+
+
+def transfer_suffix(cfg: Config) -> str:
+    """``<mode>_from_<source>`` for a transferred run (``transfer.mode`` direct | head): the source
+    experiment's config name, with ``.<run>`` when ``transfer.source_run`` picks a run of it, or the
+    run folder's ``<experiment>.<run>``; e.g. ``direct_from_demo``, ``head_from_demo``."""
+    x = cfg.transfer
+    if x.source_config is not None:
+        src = Path(x.source_config).stem + (f".{x.source_run}" if x.source_run else "")
+    else:
+        run = Path(str(x.source_run)).resolve()
+        src = f"{run.parent.parent.name}.{run.name}"
+    return f"{x.mode}_from_" + "".join(ch if ch.isalnum() or ch in "._" else "_" for ch in src)
 
 
 def run_dir(cfg: Config, model: str | None = None) -> Path:
@@ -65,6 +92,11 @@ def eval_dir(cfg: Config, model: str | None = None) -> Path:
 
 def gradcam_dir(cfg: Config) -> Path:
     return cfg.experiment_dir / "gradcam" / run_name(cfg)
+
+
+def interpret_dir(cfg: Config) -> Path:
+    """``make interpret`` output of the experiment's run: data/<name>/interpret/<run>/."""
+    return cfg.experiment_dir / "interpret" / run_name(cfg)
 
 
 def score_dir(cfg: Config) -> Path:

@@ -6,7 +6,8 @@
 
 ``model.json`` holds everything needed to rebuild and use the ensemble without the experiment's
 YAML: the architecture (the ModelSpec's fields, not only its registry name), the input size, the
-image set and label it was trained for (horizon, period or record return), the normalisation, each
+image set and label it was trained for (horizon, period or record return, and the target: the
+up/down class or a regression on the return, METHOD 3.6), the normalisation, each
 member's weights file with its SHA-256 and its validation-fitted calibration, the training settings
 hash, the image set's fingerprint, and the provenance of the run. Weights are plain state dicts
 loaded with ``torch.load(weights_only=True)``; a weights file whose hash differs from the card's,
@@ -72,9 +73,11 @@ def provenance() -> dict:
 
 def write_model_card(run_dir: Path, *, model: str, spec: ModelSpec, image_set: str, horizon: int,
                      label_return: str, chart: dict, norm: dict, calibrations: list[dict],
-                     member_hashes: list[str], train_hash: str, fingerprint: dict, precision: str) -> Path:
+                     member_hashes: list[str], train_hash: str, fingerprint: dict, precision: str,
+                     target: str = "class") -> Path:
     """Write run_dir/model.json for the finished members member_0..member_{k-1}. ``chart``: how the
-    training images were drawn ({"window", "ma", "volume"}), so new data is drawn the same way."""
+    training images were drawn ({"window", "ma", "volume"}), so new data is drawn the same way.
+    ``target``: ``train.target`` (what the output means: P(up) logits or a predicted return)."""
     members = []
     for i, (cal, trained) in enumerate(zip(calibrations, member_hashes)):
         weights = Path(run_dir) / f"member_{i}" / "best.pt"
@@ -82,7 +85,7 @@ def write_model_card(run_dir: Path, *, model: str, spec: ModelSpec, image_set: s
                         "trained": trained, "calibration": cal})
     card = {"format": FORMAT, "model": model, "spec": dataclasses.asdict(spec),
             "image_hw": list(spec.image_hw), "image_set": image_set, "horizon": horizon,
-            "label_return": label_return, "chart": chart, "norm": norm, "precision": precision,
+            "label_return": label_return, "target": target, "chart": chart, "norm": norm, "precision": precision,
             "train_hash": train_hash, "image_set_fingerprint": fingerprint, "members": members,
             "provenance": provenance()}
     path = Path(run_dir) / MODEL_CARD
@@ -154,6 +157,13 @@ class Ensemble:
     @property
     def image_set(self) -> str:
         return self.card["image_set"]
+
+    @property
+    def target(self) -> str:
+        """``train.target`` of the run: "class" (two logits, P(up) = softmax[:, 1]), "return" or
+        "vol_adjusted_return" (one output, the predicted target). Cards written before regression
+        targets existed are classifiers."""
+        return self.card.get("target", "class")
 
     @property
     def chart(self) -> dict:

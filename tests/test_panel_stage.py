@@ -12,7 +12,7 @@ import yaml
 
 from pipeline.config import load_config, section_hash
 from pipeline.io import StaleInputError, is_done, read_json
-from pipeline.panel.build import bayes_accuracy_dict, make_panel
+from pipeline.panel.build import bayes_accuracy_dict, make_panel, panel_settings_hash
 from pipeline.panel.clean import PanelInputError
 from pipeline.panel.store import read_meta, read_panel, read_stocks
 from pipeline.paths import panel_dir
@@ -39,7 +39,7 @@ def test_stage_writes_panel_and_resumes(tmp_path, caplog):
     assert "ohlc_repaired_rows" in caplog.text and "first_record_no_return" in caplog.text
     caplog.clear()
     assert out == panel_dir(cfg)
-    assert is_done(out, section_hash(cfg.panel, cfg.synthetic))
+    assert is_done(out, panel_settings_hash(cfg))
     # start 2018-12-31: the DDD 12-31 record is now in range, so 8 rows (7 + 1).
     meta = read_meta(out)
     assert (meta.n_rows, meta.n_stocks, meta.years) == (8, 3, [2018, 2019])
@@ -79,7 +79,7 @@ def test_failed_rebuild_leaves_previous_panel_intact(tmp_path):
     with pytest.raises(PanelInputError, match="line 2, column '<DATE>'"):
         make_panel(stooq_cfg(tmp_path, f"panel.path={tmp_path / 'bad'}"))
     assert snapshot(out) == before
-    assert is_done(out, section_hash(cfg.panel, cfg.synthetic))  # the old panel is still valid
+    assert is_done(out, panel_settings_hash(cfg))  # the old panel is still valid
     # ... for its own settings only: the image stage given the failed rebuild's settings refuses it
     from pipeline.images.build import build_image_set
     from pipeline.images.executor import LocalExecutor

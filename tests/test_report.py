@@ -113,23 +113,6 @@ def test_panel_summary_counts_stocks_and_rows_per_year(tmp_path):
     assert s.meta.counts == {"dropped_weekend": 7}
 
 
-def test_parse_markdown_table_keeps_stage_formatting():
-    md = ("**CNN I20/R20: deciles**\n\n| decile | EW ret | note |\n|---|---:|---|\n"
-          "| Low | -0.020 | a \\| b |\n| **H-L** | **0.210*** ** | **x** |\n\n- first note\nsecond note\n")
-    t = artifacts.parse_markdown_table(md)
-    assert t.caption == "CNN I20/R20: deciles"
-    assert list(t.frame.columns) == ["EW ret", "note"]
-    assert t.frame.index.tolist() == ["Low", "H-L"]
-    assert t.frame.loc["Low", "note"] == "a | b"
-    assert t.frame.loc["H-L", "EW ret"] == "0.210***"
-    assert t.bold_rows == [1]
-    assert t.notes == ["first note", "second note"]
-    with pytest.raises(artifacts.ArtifactError, match="x.md: no Markdown table"):
-        artifacts.parse_markdown_table("no table here", where="x.md")
-    with pytest.raises(artifacts.ArtifactError, match="row 1 has 1 cells, header has 2"):
-        artifacts.parse_markdown_table("| a | b |\n|---|---|\n| 1 |\n")
-
-
 def test_hl_returns_pivots_long_short_rows():
     port = pd.DataFrame({
         "date": pd.to_datetime(["2001-01-31"] * 3 + ["2001-02-28"] * 3),

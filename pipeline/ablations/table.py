@@ -2,7 +2,8 @@
 
 Layout (METHOD 9): grouped rows "Parameter (baseline) | Variant", columns Loss V, Loss T, Acc V,
 Acc T, Spearman, Pearson, SR EW, SR VW. In the Markdown and LaTeX tables every cell reads
-"project (paper)"; the CSV is tidy and numeric, with a ``<metric>_paper`` column beside each metric.
+"project (paper)"; the CSV and the Parquet file (which the report reads, with the notes in its metadata:
+:mod:`pipeline.tabular`) are tidy and numeric, with a ``<metric>_paper`` column beside each metric.
 The paper's numbers come from :mod:`pipeline.paper_numbers` (SSRN Table 18, transcribed in METHOD 9).
 """
 
@@ -14,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from pipeline.errors import InputError
+from pipeline.io import atomic_write_text
+from pipeline.paper_numbers import table18_reference
+from pipeline.tabular import (NumericTable, beside_paper, latex_escape, latex_table, markdown_table,  # noqa: F401
+                              number, write_numeric)
 
 
 METRICS = ("loss_v", "loss_t", "acc_v", "acc_t", "spearman", "pearson", "sr_ew", "sr_vw")
@@ -54,15 +60,10 @@ def variant_metrics(run_summary: Mapping[str, Any], eval_metrics: Mapping[str, A
 
 
 def _default_rows() -> list[tuple[str, str, str]]:
+    # The registry builds torch models: imported only when the table needs its rows.
     from pipeline.models.registry import TABLE18
 
     return [(r.group, r.label, r.model) for r in TABLE18]
-
-
-def _default_paper(model: str) -> Mapping[str, float] | None:
-    from pipeline.paper_numbers import table18_reference
-
-    return table18_reference(model)
 
 
 def build_table18(results: Mapping[str, Mapping[str, float]],
@@ -83,10 +84,10 @@ def build_table18(results: Mapping[str, Mapping[str, float]],
         then for each metric m in METRICS: m (NaN if not run) and m_paper (NaN if not reported).
     """
     rows = list(_default_rows() if rows is None else rows)
-    paper = _default_paper if paper is None else paper
+    paper = table18_reference if paper is None else paper
     listed = {m for _, _, m in rows}
     rows += [(OTHER_GROUP, m, m) for m in results if m not in listed]
-    records = []
+    records, paper_records = [], []
     for group, label, model in rows:
         r = results.get(model)
         p = paper(model) or {}
@@ -97,9 +98,14 @@ def build_table18(results: Mapping[str, Mapping[str, float]],
             if r is not None and m not in r:
                 raise InputError(f"results for {model!r} lack metric {m!r}")
             rec[m] = float(r[m]) if r is not None else math.nan
-            rec[f"{m}_paper"] = float(p[m]) if p.get(m) is not None else math.nan
         records.append(rec)
-    return pd.DataFrame.from_records(records)
+        paper_records.append({m: float(p[m]) if p.get(m) is not None else math.nan for m in METRICS})
+    ours = pd.DataFrame.from_records(records)
+    both = beside_paper(ours, pd.DataFrame.from_records(paper_records, columns=list(METRICS)),
+                        name="{}_paper", keep_empty=True)
+    # Each metric followed by the paper's value of it.
+    return both[["group", "variant", "model", "run", "members",
+                 *[c for m in METRICS for c in (m, f"{m}_paper")]]]
 
 
 def table18_notes(frame: pd.DataFrame, extra: Sequence[str] = ()) -> list[str]:
@@ -123,87 +129,65 @@ def table18_notes(frame: pd.DataFrame, extra: Sequence[str] = ()) -> list[str]:
     return notes
 
 
-def _fmt(v: float, decimals: int) -> str:
-    return "—" if v is None or math.isnan(v) else f"{v:.{decimals}f}"
-
-
 def _cells(rec: pd.Series) -> list[str]:
     out = []
     for m, d in zip(METRICS, DECIMALS):
-        ours, theirs = _fmt(rec[m], d), rec[f"{m}_paper"]
+        ours, theirs = number(rec[m], d, missing="—"), rec[f"{m}_paper"]
         out.append(ours if math.isnan(theirs) else f"{ours} ({theirs:.{d}f})")
     return out
 
 
-def _grouped(frame: pd.DataFrame) -> list[tuple[str, str, list[str], bool]]:
-    """(parameter cell, variant cell, metric cells, is_baseline) with the group shown once."""
-    out = []
+def format_table18(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[int], list[int]]:
+    """The paper's layout of a tidy Table-18 frame, as string cells.
+
+    Returns (cells, bold_rows, group_starts): cells has columns "Parameter (baseline)", "Variant"
+    and :data:`HEADERS` (each "project (paper)"), the parameter shown on the first row of its group
+    only; bold_rows = [0] (the baseline); group_starts = positions of each group's first row.
+    """
+    rows, starts = [], []
     prev = None
-    for i, rec in frame.iterrows():
+    for j, (_, rec) in enumerate(frame.iterrows()):
         first = rec["group"] != prev
         prev = rec["group"]
-        out.append((rec["group"] if first else "", rec["variant"], _cells(rec), i == 0))
-    return out
+        if first:
+            starts.append(j)
+        rows.append([rec["group"] if first else "", rec["variant"], *_cells(rec)])
+    cells = pd.DataFrame(rows, columns=[*TEXT_HEADERS, *HEADERS])
+    return cells, [0] if len(cells) else [], starts
+
+
+TEXT_HEADERS = ("Parameter (baseline)", "Variant")
 
 
 def to_markdown(frame: pd.DataFrame, notes: Sequence[str] = ()) -> str:
     """GitHub Markdown table in the paper's layout (baseline row in bold), notes below."""
-    head = ["Parameter (baseline)", "Variant", *HEADERS]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for group, variant, cells, base in _grouped(frame):
-        row = [group, variant, *cells]
-        if base:
-            row = [f"**{c}**" if c else c for c in row]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
-    text = "\n".join(lines) + "\n"
+    cells, bold, _ = format_table18(frame)
+    text = markdown_table(cells, index=False, bold_rows=bold, text_columns=TEXT_HEADERS)
     if notes:
         text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     return text
 
 
-_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}", "×": r"$\times$", "—": "---"}
-
-
-def latex_escape(text: str) -> str:
-    """Escape LaTeX special characters (and typeset × and —) in plain text."""
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
-
-
 def to_latex(frame: pd.DataFrame, notes: Sequence[str] = ()) -> str:
     """A booktabs ``tabular`` in the paper's layout (baseline row in bold), notes as table rows."""
-    n_cols = 2 + len(HEADERS)
-    lines = [r"\begin{tabular}{ll" + "r" * len(HEADERS) + "}", r"\toprule",
-             " & ".join(["Parameter (baseline)", "Variant", *HEADERS]) + r" \\", r"\midrule"]
-    prev_group = None
-    for group, variant, cells, base in _grouped(frame):
-        if group and prev_group is not None:
-            lines.append(r"\addlinespace")
-        prev_group = group or prev_group
-        row = [latex_escape(c) for c in (group, variant, *cells)]
-        if base:
-            row = [rf"\textbf{{{c}}}" if c else c for c in row]
-        lines.append(" & ".join(row) + r" \\")
-    lines.append(r"\bottomrule")
-    for n in notes:
-        lines.append(rf"\multicolumn{{{n_cols}}}{{p{{0.95\linewidth}}}}{{\footnotesize "
-                     rf"{latex_escape(n)}}} \\")
-    lines.append(r"\end{tabular}")
-    return "\n".join(lines) + "\n"
+    cells, bold, starts = format_table18(frame)
+    return latex_table(cells, index=False, bold_rows=bold, text_columns=TEXT_HEADERS,
+                       group_starts=starts, notes=notes)
+
+
+CAPTION = "Table 18: CNN architecture ablations (I20/R20)"
 
 
 def write_table18(directory: str | Path, results: Mapping[str, Mapping[str, float]],
                   extra_notes: Sequence[str] = (),
                   rows: Sequence[tuple[str, str, str]] | None = None) -> pd.DataFrame:
-    """Write table18.csv (tidy), table18.md and table18.tex into ``directory`` atomically."""
-    from pipeline.io import atomic_write_text
-
+    """Write table18.csv and table18.parquet (tidy; the Parquet file carries the notes),
+    table18.md and table18.tex into ``directory`` atomically."""
     frame = build_table18(results, rows)
     notes = table18_notes(frame, extra_notes)
     d = Path(directory)
     atomic_write_text(d / "table18.csv", frame.to_csv(index=False))
-    atomic_write_text(d / "table18.md", "# Table 18: CNN architecture ablations (I20/R20)\n\n"
-                      + to_markdown(frame, notes))
+    atomic_write_text(d / "table18.md", f"# {CAPTION}\n\n" + to_markdown(frame, notes))
     atomic_write_text(d / "table18.tex", to_latex(frame, notes))
+    write_numeric(d / "table18.parquet", NumericTable(frame, "table18", CAPTION, notes))
     return frame

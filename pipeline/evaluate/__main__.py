@@ -20,7 +20,7 @@ def _body(cfg: Config, args: argparse.Namespace) -> None:
     def f(x: float | None, digits: int) -> str:  # None/NaN where a weighting was not evaluated
         return "n/a" if x is None or x != x else f"{x:.{digits}f}"
 
-    print(f"{m['run']}: n={m['n']:,} accuracy={m['accuracy']:.4f} loss={m['loss']:.4f} "
+    print(f"{m['run']}: n={m['n']:,} accuracy={m['accuracy']:.4f} loss={f(m['loss'], 4)} "
           f"spearman={f(m['spearman'], 3)} sharpe_ew={f(m.get('sharpe_ew'), 2)} "
           f"sharpe_vw={f(m.get('sharpe_vw'), 2)}")
 

@@ -29,6 +29,12 @@ sd, t, t_nw, n_dates} of its per-date Spearman correlation with P(up) (None when
 metrics.json also holds the calibration (ECE, reliability bins, share up predicted vs realised,
 per year) and, on the synthetic market, ``bayes``: the Bayes-optimal accuracy of exactly the
 evaluated rows and label (pipeline.evaluate.bayes) and the fraction of its gain recovered.
+A regression run (``train.target``, METHOD 3.6) sorts on its prediction, reports the sign
+accuracy and ``regression`` (MSE, out-of-sample R^2 of the target), and lists the classifier-only
+metrics under ``not_applicable`` (loss, calibration: null); its figures replace p_up_hist,
+reliability and share_up_by_year by prediction_hist.png (pipeline.evaluate.regression).
+With ``evaluate.delays``: delays.parquet, delay_portfolios.parquet, tables/delays.csv,
+figures/delays.png and metrics ``delays`` (pipeline.evaluate.delays).
     config.yaml, _DONE.json (settings hash: reruns with unchanged inputs do nothing)
 
 The label/return column is ``ret_{label_suffix(horizon, label_return)}``; the rebalance frequency
@@ -37,7 +43,6 @@ follows the horizon (R5 weekly, R20 monthly, R60 quarterly).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -47,8 +52,8 @@ import pandas as pd
 
 from pipeline.errors import InputError
 from pipeline import paths
-from pipeline.config import PROCESS_SETTINGS, Config, save_resolved, section_hash
-from pipeline.evaluate import calibration, hl_analysis, plots, tables
+from pipeline.config import PROCESS_SETTINGS, Config, hash_view, is_regression, save_resolved, section_hash
+from pipeline.evaluate import calibration, delays, hl_analysis, plots, regression, tables
 from pipeline.evaluate.bayes import bayes_bound, gain_recovered, gain_recovered_se
 from pipeline.evaluate.calibration import calibration_summary
 from pipeline.evaluate.benchmarks import benchmark_signals
@@ -60,8 +65,9 @@ from pipeline.evaluate.metrics import (accuracy_cluster_se, classification_metri
                                       ic_by_date, ic_summary, mean_correlations)
 from pipeline.evaluate.portfolios import SignalEvaluation, evaluate_signal
 from pipeline.evaluate.statistics import compare_with
+from pipeline.images.labels import regression_target
 from pipeline.images.store import label_suffix
-from pipeline.io import (StaleInputError, folder_lock, is_done, mark_done, marker_path, read_json,
+from pipeline.io import (StaleInputError, atomic_write_text, folder_lock, is_done, mark_done, marker_path, read_json,
                          remove_stale_temps, require_done, write_figure, write_json, write_parquet)
 from pipeline.panel import store
 from pipeline.panel.build import panel_settings_hash
@@ -129,8 +135,10 @@ def validate_predictions(pred: pd.DataFrame, panel_keys: pd.DataFrame,
             "date): " + _rows_text(pred, bad))
 
 
-def read_predictions(path: Path, ret_col: str, need_cap: bool) -> pd.DataFrame:
-    """Read predictions.parquet and check the columns the evaluation needs."""
+def read_predictions(path: Path, ret_col: str, need_cap: bool, probability: bool = True) -> pd.DataFrame:
+    """Read predictions.parquet and check the columns the evaluation needs. ``probability``: the
+    score ``p_up`` must lie in [0, 1] (a classifier); False for a regression run's predicted
+    return, which must only be finite."""
     if not path.exists():
         raise FileNotFoundError(f"no predictions at {path}: run `make predict` first")
     pred = pd.read_parquet(path)
@@ -144,9 +152,10 @@ def read_predictions(path: Path, ret_col: str, need_cap: bool) -> pd.DataFrame:
         raise InputError(f"{path}: column 'date' must be datetime64, got {pred['date'].dtype}")
     pred["date"] = pred["date"].astype("datetime64[ns]")
     p = pred["p_up"].to_numpy(dtype=np.float64)
-    bad = np.isnan(p) | (p < 0) | (p > 1)
+    bad = (np.isnan(p) | (p < 0) | (p > 1)) if probability else ~np.isfinite(p)
     if bad.any():
-        raise InputError(f"{path}: p_up missing or outside [0, 1] in {int(bad.sum())} rows: "
+        what = "outside [0, 1]" if probability else "not finite (a regression prediction)"
+        raise InputError(f"{path}: p_up missing or {what} in {int(bad.sum())} rows: "
                          + _rows_text(pred, bad))
     return pred.sort_values(["date", "stock_id"], kind="stable").reset_index(drop=True)
 
@@ -198,8 +207,8 @@ def top_n_annual_june(df: pd.DataFrame, panel: pd.DataFrame, n: int = TOP_N,
 def _settings_hash(cfg: Config, pred_path: Path, panel_dir: Path) -> str:
     st = pred_path.stat()
     meta = read_json(panel_dir / "meta.json")
-    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in PROCESS_SETTINGS}
-    return section_hash(cfg.evaluate, train, {"predictions": [st.st_size, st.st_mtime_ns],
+    train = {k: v for k, v in hash_view("train", cfg.train).items() if k not in PROCESS_SETTINGS}
+    return section_hash(hash_view("evaluate", cfg.evaluate), train, {"predictions": [st.st_size, st.st_mtime_ns],
                                                   "panel": meta, "synthetic": cfg.synthetic, "version": 6})
 
 
@@ -307,6 +316,8 @@ def _evaluate_run(cfg: Config, model: str | None) -> dict:
     freq = frequency_of_horizon(horizon)
     k = periods_per_year(freq)
     ret_col = f"ret_{label_suffix(horizon, cfg.train.label_return)}"
+    target = cfg.train.target
+    reg = is_regression(target)
     weights = list(cfg.evaluate.weights)
     pred_path = paths.run_dir(cfg, model) / "predictions.parquet"
     out_dir = paths.eval_dir(cfg, model)
@@ -327,7 +338,12 @@ def _evaluate_run(cfg: Config, model: str | None) -> dict:
         return read_json(out_dir / "metrics.json")
 
     t_start = time.perf_counter()
-    pred = read_predictions(pred_path, ret_col, need_cap="vw" in weights or cfg.evaluate.top500)
+    card = run / "model.json"
+    if card.exists() and read_json(card).get("target", "class") != target:
+        raise StaleInputError(f"{card} was trained for target {read_json(card).get('target', 'class')!r} "
+                              f"but train.target is {target!r}")
+    pred = read_predictions(pred_path, ret_col, need_cap="vw" in weights or cfg.evaluate.top500,
+                            probability=not reg)
     years = sorted({int(y) for y in pred["date"].dt.year.unique()})
     benches = list(cfg.evaluate.benchmarks)
     want_chars = bool(cfg.evaluate.characteristics)
@@ -360,16 +376,28 @@ def _evaluate_run(cfg: Config, model: str | None) -> dict:
     log.info("evaluating %d rows (%d predictions, %d in universe %s)", len(df), n_pred, n_universe,
              universe)
 
-    cls = classification_metrics(df["p_up"].to_numpy(), df["ret"].to_numpy())
-    calib = calibration_summary(df["p_up"].to_numpy(), df["ret"].to_numpy())
-    years_tab = calibration.by_year(df)
+    fit = None
+    if reg:  # sign accuracy; the classifier's loss and calibration do not apply (regression.py)
+        cls = {**regression.sign_metrics(df["p_up"].to_numpy(), df["ret"].to_numpy()),
+               "loss": float("nan")}
+        calib = None
+        share_up_realised = float(np.mean(df["ret"].to_numpy() > 0))
+        years_tab = regression.sign_by_year(df)
+        fit = regression.regression_metrics(df["p_up"].to_numpy(), regression_target(
+            df["ret"].to_numpy(), df["ewma_vol"].to_numpy(), horizon, target))
+    else:
+        cls = classification_metrics(df["p_up"].to_numpy(), df["ret"].to_numpy())
+        calib = calibration_summary(df["p_up"].to_numpy(), df["ret"].to_numpy())
+        share_up_realised = calib["share_up_realised"]
+        years_tab = calibration.by_year(df)
     uncal = None
     if "p_up_uncalibrated" in df.columns:
         u = classification_metrics(df["p_up_uncalibrated"].to_numpy(), df["ret"].to_numpy())
         uc = calibration_summary(df["p_up_uncalibrated"].to_numpy(), df["ret"].to_numpy())
         uncal = {"loss": u["loss"], "accuracy": u["accuracy"], "mcc": u["mcc"],
                  "share_up_pred": u["share_up_pred"], "ece": uc["ece"], "bins": uc["bins"]}
-    acc_se = accuracy_cluster_se(df["p_up"].to_numpy(), df["ret"].to_numpy(), df["date"].to_numpy())
+    acc_se = accuracy_cluster_se(df["p_up"].to_numpy(), df["ret"].to_numpy(), df["date"].to_numpy(),
+                                 threshold=regression.SIGN_THRESHOLD if reg else 0.5)
     bayes = None
     if meta.source == "synthetic":
         bayes = bayes_bound(cfg, df, label_suffix(horizon, cfg.train.label_return))
@@ -381,7 +409,10 @@ def _evaluate_run(cfg: Config, model: str | None) -> dict:
     ic = ic_by_date(corr_by_date)  # the IC is the per-date Spearman: its mean is metrics["spearman"]
     members = []
     for c in sorted((c for c in df.columns if c.startswith("p_up_m")), key=lambda s: int(s[6:])):
-        m = classification_metrics(df[c].to_numpy(), df["ret"].to_numpy())
+        if reg:
+            m = {**regression.sign_metrics(df[c].to_numpy(), df["ret"].to_numpy()), "loss": float("nan")}
+        else:
+            m = classification_metrics(df[c].to_numpy(), df["ret"].to_numpy())
         members.append({"member": int(c[6:]), "loss": m["loss"], "accuracy": m["accuracy"],
                         "mcc": m["mcc"]})
 
@@ -406,18 +437,23 @@ def _evaluate_run(cfg: Config, model: str | None) -> dict:
         del chars
         log.info("characteristics: %d rows, %.1f s", len(df), time.perf_counter() - t_chars)
     del panel
+    delay_tab = delay_port = None
+    if cfg.evaluate.delays:  # the universe's rows, before the missing-return filter (delays.py)
+        delay_tab, delay_port = delays.evaluate_delays(
+            pred, "p_up", ret_col, label_suffix(horizon, cfg.train.label_return), freq, weights,
+            list(cfg.evaluate.delays), pdir, cfg.images.period_ret_mode)
 
     # ---- artifacts
     proxy = bool(meta.mktcap_is_proxy)
     note = conventions_text(freq, proxy, weights, universe=universe, return_column=ret_col)
     uni_key = "top500" if universe != "all" else "all"
-    label = f"{model_name}/R{horizon}"
+    label = f"{model_name}/R{horizon}" + (f"-{paths.TARGET_SUFFIX[target]}" if reg else "")
     summaries = {name: _hl_summary(ev, weights) for name, ev in evals.items()}
     cnn = summaries["CNN"]
     cost_bps = float(cfg.evaluate.cost_bps)
     details, net_long, by_year = hl_details(evals["CNN"], weights, freq, cost_bps)
     metrics = {
-        "run": paths.run_name(cfg, model), "model": model_name, "horizon": horizon,
+        "run": paths.run_name(cfg, model), "model": model_name, "horizon": horizon, "target": target,
         "frequency": freq, "return_column": ret_col, "universe": universe,
         "mktcap_is_proxy": proxy, "vw_label": weighting_label("vw", proxy),
         "n_predictions": n_pred, "n_universe": n_universe, "n": cls["n"],
@@ -425,13 +461,16 @@ def _evaluate_run(cfg: Config, model: str | None) -> dict:
         "loss": cls["loss"], "accuracy": cls["accuracy"], "accuracy_se": acc_se, "mcc": cls["mcc"],
         "confusion": {key: cls[key] for key in ("tp", "tn", "fp", "fn")},
         "share_up_pred": cls["share_up_pred"],
-        "share_up_realised": calib["share_up_realised"],
+        "share_up_realised": share_up_realised,
         "ln2": float(np.log(2.0)),
         "calibration": calib,
         "by_year": [{"year": int(y), **{k: int(v) if k == "n" else float(v) for k, v in r.items()}}
                     for y, r in years_tab.iterrows()],
         "uncalibrated": uncal,
         "bayes": bayes,
+        "regression": fit,
+        "not_applicable": dict(regression.NOT_APPLICABLE) if reg else {},
+        "delays": None if delay_tab is None else delay_tab.to_dict(orient="records"),
         "spearman": corr["spearman"], "pearson": corr["pearson"],
         "n_dates_corr": corr["n_dates"], "n_dates_corr_undefined": corr["n_dates_undefined"],
         "members": members,
@@ -465,6 +504,14 @@ def _evaluate_run(cfg: Config, model: str | None) -> dict:
                   pd.concat(tos, ignore_index=True)[["date", "strategy", "weighting", "turnover"]])
     write_parquet(out_dir / "net_hl_by_date.parquet", net_long)
     write_parquet(out_dir / "ic_by_date.parquet", ic)
+    if delay_tab is not None:
+        write_parquet(out_dir / "delays.parquet", delay_tab)
+        write_parquet(out_dir / "delay_portfolios.parquet", delay_port)
+        atomic_write_text(out_dir / "tables" / "delays.csv", delays.table_csv(
+            delay_tab, note + f" Holding period delayed by d records after the image date (the "
+            f"label's length kept); rows without a delayed {ret_col} are dropped per delay."))
+        write_figure(out_dir / "figures" / "delays.png", delays.delay_figure(
+            delay_tab, proxy, f"CNN {label}: H-L portfolio with a delayed holding period"))
     write_json(out_dir / "turnover.json", _nan_to_none({
         "unit": "% per month (mean per-rebalance H-L turnover x4 weekly, x1 monthly, /3 quarterly)",
         "frequency": freq,
@@ -477,17 +524,17 @@ def _evaluate_run(cfg: Config, model: str | None) -> dict:
     num = tables.decile_table(evals["CNN"].performance, evals["CNN"].turnover_monthly_pct, proxy,
                               weights, paper_dec, paper_hl)
     src = tables.sources_note([paper_dec or paper_hl])
-    tables.write_table(num, tables.format_decile_table(num, paper_dec.hl_stars_ew if paper_dec else ""),
-                       tdir / "deciles", note + (" " + src if src else ""),
-                       f"CNN {label}: decile portfolios ({universe} stocks)")
+    tables.write("deciles", num, tdir / "deciles", note + (" " + src if src else ""),
+                 f"CNN {label}: decile portfolios ({universe} stocks)",
+                 paper_hl_stars=paper_dec.hl_stars_ew if paper_dec else "")
     for b in benches:
         ref = decile_reference(b, horizon, uni_key)
         num_b = tables.decile_table(evals[b].performance, evals[b].turnover_monthly_pct, proxy,
                                     weights, ref, None)
         src_b = tables.sources_note([ref])
-        tables.write_table(num_b, tables.format_decile_table(num_b, ref.hl_stars_ew if ref else ""),
-                           tdir / f"deciles_{b}", note + (" " + src_b if src_b else ""),
-                           f"{b} (R{horizon} rebalancing): decile portfolios ({universe} stocks)")
+        tables.write("deciles", num_b, tdir / f"deciles_{b}", note + (" " + src_b if src_b else ""),
+                     f"{b} (R{horizon} rebalancing): decile portfolios ({universe} stocks)",
+                     paper_hl_stars=ref.hl_stars_ew if ref else "")
     years_oos = cnn.get("ew_n_periods", 0) / k if "ew" in weights else cnn.get(f"{weights[0]}_n_periods", 0) / k
     rows = []
     refs = []
@@ -511,27 +558,27 @@ def _evaluate_run(cfg: Config, model: str | None) -> dict:
              "on the same (stock, date) rows and returns as the CNN, less rows where the benchmark "
              "lacks history. SR diff t = (SR_CNN - SR) x sqrt(OOS years); */**/*** one-sided "
              "10/5/1% (1.28/1.645/2.33).") + (" " + src if src else "")
-    tables.write_table(bnum, tables.format_benchmark_table(bnum), tdir / "benchmarks", bnote,
-                       f"H-L portfolios: CNN {label} vs benchmarks ({universe} stocks)")
+    tables.write("benchmarks", bnum, tdir / "benchmarks", bnote,
+                 f"H-L portfolios: CNN {label} vs benchmarks ({universe} stocks)")
 
     cnum = tables.net_of_cost_table(details["net_of_cost"], details["legs"], details["drawdown"], proxy,
                                     weights)
-    tables.write_table(cnum, tables.format_net_of_cost_table(cnum), tdir / "net_of_cost",
+    tables.write("net_of_cost", cnum, tdir / "net_of_cost",
                        note + " " + cost_text(cost_bps) + " Legs: the High and Low decile portfolios "
                        "held long. Drawdown dates are formation dates of the periods ending at the "
                        "peak and the trough.",
                        f"CNN {label}: H-L legs, net of {cost_bps:g} bp per side, drawdown "
                        f"({universe} stocks)")
     ynum = tables.by_year_table(by_year, proxy, weights)
-    tables.write_table(ynum, tables.format_by_year_table(ynum), tdir / "hl_by_year",
+    tables.write("hl_by_year", ynum, tdir / "hl_by_year",
                        note + " Years are calendar years of the formation date; returns are "
                        "annualised with the full-year factor; */**/*** from the plain t.",
                        f"CNN {label}: H-L portfolio by year ({universe} stocks)")
 
     if char_corr is not None:
         hnum = tables.characteristics_table(char_corr, LABELS)
-        tables.write_table(
-            hnum, tables.format_characteristics_table(hnum), tdir / "characteristics",
+        tables.write(
+            "characteristics", hnum, tdir / "characteristics",
             note + " Per date, the Spearman correlation across stocks of P(up) with each "
             "characteristic at the formation date (no later data), averaged over dates; dates with "
             f"fewer than {MIN_STOCKS} stocks having both values are skipped. t = mean / (sd / "
@@ -544,25 +591,33 @@ def _evaluate_run(cfg: Config, model: str | None) -> dict:
 
     fdir = out_dir / "figures"
     write_figure(fdir / "deciles.png", plots.decile_bars(
-        evals["CNN"].performance, proxy, f"CNN {label}: annualised decile returns", weights))
-    write_figure(fdir / "cumulative_hl.png", plots.cumulative_hl(
+        evals["CNN"].performance, proxy, f"CNN {label}: annualised decile returns", weights).figure)
+    write_figure(fdir / "cumulative_hl.png", plots.gross_and_net_hl(
         evals["CNN"].returns, proxy, f"CNN {label}: cumulative H-L return", weights,
-        net=net_long, cost_bps=cost_bps))
+        net=net_long, cost_bps=cost_bps).figure)
     write_figure(fdir / "ic.png", plots.ic_bars(
         ic, title=f"CNN {label}: information coefficient per {freq}").figure)
-    write_figure(fdir / "reliability.png", plots.reliability_diagram(
-        pd.DataFrame(calib["bins"]), label=f"CNN {label}").figure)
-    write_figure(fdir / "share_up_by_year.png", plots.share_up_by_year(years_tab).figure)
-    write_figure(fdir / "p_up_hist.png", plots.p_up_histogram(
-        df["p_up"].to_numpy(), f"CNN {label}: out-of-sample P(up), n = {len(df):,}"))
+    if reg:
+        write_figure(fdir / "prediction_hist.png", regression.prediction_histogram(
+            df["p_up"].to_numpy(), title=f"CNN {label}: out-of-sample predictions, n = {len(df):,}",
+            xlabel="predicted " + target.replace("_", " ")).figure)
+    else:
+        write_figure(fdir / "reliability.png", plots.reliability_diagram(
+            pd.DataFrame(calib["bins"]), label=f"CNN {label}").figure)
+        write_figure(fdir / "share_up_by_year.png", plots.share_up_by_year(years_tab).figure)
+        write_figure(fdir / "p_up_hist.png", plots.p_up_histogram(
+            df["p_up"].to_numpy(), f"CNN {label}: out-of-sample P(up), n = {len(df):,}").figure)
 
     write_json(out_dir / "metrics.json", metrics)
     save_resolved(cfg, out_dir)
     mark_done(out_dir, h, run=paths.run_name(cfg, model))
-    log.info("evaluate %s: accuracy %.4f%s, loss %.4f (ln 2 = 0.6931), predicted up %.1f%% (realised "
-             "%.1f%%), ECE %.4f, EW H-L SR %s -> %s", metrics["run"], cls["accuracy"],
+    fit_text = (f"loss {cls['loss']:.4f} (ln 2 = 0.6931)" if not reg else
+                f"MSE {fit['mse']:.4g}, R2_oos {fit['r2_oos']:.4f}, sign")
+    log.info("evaluate %s: accuracy %.4f%s, %s, predicted up %.1f%% (realised "
+             "%.1f%%), ECE %s, EW H-L SR %s -> %s", metrics["run"], cls["accuracy"],
              f" (Bayes {bayes['accuracy']:.4f}, {bayes['gain_recovered']:.0%} of the gain; the Bayes rule "
              f"calls {bayes['share_up_bayes']:.1%} up)" if bayes else "",
-             cls["loss"], 100 * cls["share_up_pred"], 100 * calib["share_up_realised"], calib["ece"],
+             fit_text, 100 * cls["share_up_pred"], 100 * share_up_realised,
+             "n/a" if calib is None else f"{calib['ece']:.4f}",
              "n/a" if metrics.get("sharpe_ew") is None else f"{metrics['sharpe_ew']:.2f}", out_dir)
     return metrics

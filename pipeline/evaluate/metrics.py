@@ -151,8 +151,10 @@ def ic_summary(ic: pd.DataFrame) -> dict:
             "mean_n_stocks": float(d["n"].to_numpy()[ok].mean()) if n else nan}
 
 
-def accuracy_cluster_se(p_up: np.ndarray, ret: np.ndarray, dates: np.ndarray) -> float:
-    """Standard error of the pooled accuracy with dates as clusters.
+def accuracy_cluster_se(p_up: np.ndarray, ret: np.ndarray, dates: np.ndarray,
+                        threshold: float = 0.5) -> float:
+    """Standard error of the pooled accuracy with dates as clusters (predicted up = p_up >
+    ``threshold``: 0.5 for P(up), 0 for a regression run's predicted return).
 
     Images of one date share that period's market move, so their hits are correlated and the
     binomial sqrt(a(1-a)/n) understates the error. Cluster-robust: sqrt(sum_g (n_g (a_g - a))^2) / n
@@ -162,7 +164,7 @@ def accuracy_cluster_se(p_up: np.ndarray, ret: np.ndarray, dates: np.ndarray) ->
     p = np.asarray(p_up, dtype=np.float64)
     r = np.asarray(ret, dtype=np.float64)
     keep = ~np.isnan(r)
-    hit = ((p[keep] > 0.5) == (r[keep] > 0)).astype(np.float64)
+    hit = ((p[keep] > threshold) == (r[keep] > 0)).astype(np.float64)
     g = pd.DataFrame({"d": np.asarray(dates)[keep], "h": hit}).groupby("d")["h"].agg(["sum", "count"])
     if len(g) < 2:
         return float("nan")

@@ -1,30 +1,80 @@
-"""Evaluation figures; each returns a matplotlib Figure, or draws on a given Axes and returns it.
+"""The project's plots: every evaluation and report figure, in one style (figures.mplstyle).
 
-Figures are built with the object API (matplotlib.figure.Figure), so importing this module sets
-no backend and touches no global pyplot state: a notebook keeps its inline figures.
+Axes-level functions take ``ax=None`` and return the Axes they drew on: with ``ax=None`` they make
+their own object-API Figure (``ax.figure``), otherwise they draw into the caller's grid or notebook
+axes. The few multi-panel figures (:func:`training_curves`, :func:`cumulative_hl_grid`) return
+their Figure. The style is applied by :func:`style`, a context manager, around each plot, never
+globally: importing this module sets no backend and touches no global pyplot state, so a notebook
+keeps its inline figures and its own style.
 
 Save with :func:`pipeline.io.write_figure` (atomic).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import matplotlib.dates as mdates
+import matplotlib.style
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from pipeline.evaluate.conventions import DECILES, HL, IC_ROLLING_PERIODS, decile_label, weighting_label
 from pipeline.evaluate.hl_analysis import cumulative_return
 
+STYLE_FILE = Path(__file__).with_name("figures.mplstyle")
+# The style file's colour cycle, for figures that pick colours by position.
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+MAIN_COLOUR = "#111111"  # the highlighted strategy (the CNN) among benchmarks
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextmanager
+def style() -> Iterator[None]:
+    """Apply the project's figure style (figures.mplstyle) inside the ``with`` block only."""
+    with matplotlib.style.context(STYLE_FILE):
+        yield
+
+
+def styled(fn: F) -> F:
+    """Run a plot function inside :func:`style`."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with style():
+            return fn(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
+    return Figure(figsize=figsize, layout="constrained").subplots() if ax is None else ax
+
+
+def _date_axis(ax: Axes) -> None:
+    loc = mdates.AutoDateLocator(minticks=3, maxticks=7)
+    ax.xaxis.set_major_locator(loc)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
+
+
+# --------------------------------------------------------------------------------------------------
+# Portfolios
+
+
+@styled
 def decile_bars(perf: pd.DataFrame, mktcap_is_proxy: bool, title: str = "",
-                weights: tuple[str, ...] | list[str] = ("ew", "vw")) -> Figure:
+                weights: tuple[str, ...] | list[str] = ("ew", "vw"), ax: Axes | None = None) -> Axes:
     """Annualised mean return per decile (Low..High, H-L), one bar group per weighting.
 
     Args:
-        perf: index (weighting, decile str), column ann_ret (decimal).
+        perf: index (weighting, decile str), column ann_ret (decimal). Bars are in percent.
     """
-    fig = Figure(figsize=(8, 4))
-    ax = fig.subplots()
+    ax = _axes(ax, (8, 4))
     labels = [str(d) for d in DECILES] + [HL]
     x = np.arange(len(labels))
     width = 0.8 / max(len(weights), 1)
@@ -33,69 +83,137 @@ def decile_bars(perf: pd.DataFrame, mktcap_is_proxy: bool, title: str = "",
         ax.bar(x + (j - (len(weights) - 1) / 2) * width, np.asarray(vals, dtype=float) * 100, width,
                label=weighting_label(w, mktcap_is_proxy))
     ax.set_xticks(x, [decile_label(lab) if lab != HL else HL for lab in labels])
+    ax.grid(axis="x", visible=False)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_ylabel("annualised mean return (%)")
     ax.set_xlabel("decile of the signal (Low = lowest)")
     ax.set_title(title or "Decile portfolio returns")
-    ax.legend(frameon=False)
-    fig.tight_layout()
+    ax.legend()
+    return ax
+
+
+@styled
+def cumulative_hl(hl: pd.DataFrame, ax: Axes | None = None, highlight: str | None = None,
+                  dashed: pd.DataFrame | None = None, title: str = "",
+                  ylabel: str = "cumulative H-L return (%, summed)") -> Axes:
+    """Cumulative H-L return, one line per column: the running sum of per-period returns
+    (conventions: summed, not compounded; :func:`hl_analysis.cumulative_return`), in percent.
+
+    Args:
+        hl: index date (datetime64), one column per line (its label), per-period H-L returns in
+            decimals; NaN periods count 0.
+        highlight: the column drawn thick and dark (the CNN among benchmarks), first; the others
+            take the palette's colours after the first.
+        dashed: optional frame like ``hl`` (e.g. net of costs), each column drawn dashed in the
+            colour of the ``hl`` line it follows (columns are matched by position).
+    """
+    if hl.empty:
+        raise ValueError("cumulative_hl: no H-L returns")
+    ax = _axes(ax, (8, 4))
+    cols = list(hl.columns)
+    if highlight in cols:
+        cols = [highlight] + [c for c in cols if c != highlight]
+    colours = {}
+    for j, c in enumerate(cols):
+        series = cumulative_return(hl[c].fillna(0.0)) * 100.0
+        main = c == highlight
+        colour = MAIN_COLOUR if main else PALETTE[(j + (1 if highlight in cols else 0)) % len(PALETTE)]
+        ax.plot(series.index, series.to_numpy(), lw=2.0 if main else (1.0 if highlight else 1.5),
+                color=colour, label=str(c), zorder=3 if main else 2)
+        colours[j] = colour
+    if dashed is not None:
+        for j, c in enumerate(dashed.columns):
+            series = cumulative_return(dashed[c].fillna(0.0)) * 100.0
+            ax.plot(series.index, series.to_numpy(), lw=1.2, ls="--", color=colours.get(j),
+                    label=str(c))
+    ax.axhline(0.0, color="#888888", lw=0.6)
+    _date_axis(ax)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="upper left")
+    return ax
+
+
+def cumulative_hl_grid(hl: pd.DataFrame, highlight: str | None = None,
+                       weight_labels: dict[str, str] | None = None) -> Figure:
+    """One :func:`cumulative_hl` axis per weighting, side by side, one line per strategy.
+
+    Args:
+        hl: index date, MultiIndex columns (strategy, weighting) of per-period H-L returns in
+            decimals (:func:`pipeline.report.artifacts.hl_returns`).
+        weight_labels: weighting key -> axis title (e.g. {"vw": "dollar-volume-weighted (proxy)"}).
+    Returns:
+        the Figure (one axis per weighting, shared y axis).
+    """
+    if hl.empty:
+        raise ValueError("cumulative_hl: no H-L returns")
+    weightings = list(dict.fromkeys(hl.columns.get_level_values(1)))
+    with style():
+        fig = Figure(figsize=(4.0 * len(weightings), 3.0), layout="constrained")
+        axes = fig.subplots(1, len(weightings), sharey=True, squeeze=False)[0]
+    for ax, w in zip(axes, weightings):
+        cumulative_hl(hl.xs(w, axis=1, level=1), ax=ax, highlight=highlight,
+                      title=(weight_labels or {}).get(w, w.upper()),
+                      ylabel="cumulative H-L return (%)")
+        if ax is not axes[-1]:
+            ax.get_legend().remove()
     return fig
 
 
-def cumulative_hl(returns: pd.DataFrame, mktcap_is_proxy: bool, title: str = "",
-                  weights: tuple[str, ...] | list[str] = ("ew", "vw"),
-                  net: pd.DataFrame | None = None, cost_bps: float | None = None) -> Figure:
-    """Cumulative H-L return over time, one line per weighting: the running sum of per-period
-    returns (conventions: summed, not compounded; :func:`hl_analysis.cumulative_return`), in %.
+def gross_and_net_hl(returns: pd.DataFrame, mktcap_is_proxy: bool, title: str = "",
+                     weights: tuple[str, ...] | list[str] = ("ew", "vw"),
+                     net: pd.DataFrame | None = None, cost_bps: float | None = None,
+                     ax: Axes | None = None) -> Axes:
+    """The CNN's cumulative H-L return per weighting, gross (solid) and net of costs (dashed).
 
     Args:
         returns: long table date, weighting, decile, ret (from evaluate_signal).
         net: optional long table date, weighting, net (per-period net-of-cost H-L return, NaN where
-            undefined), drawn dashed in the colour of the gross line; ``cost_bps`` labels it.
+            undefined); ``cost_bps`` labels it.
     """
-    fig = Figure(figsize=(8, 4))
-    ax = fig.subplots()
-    for w in weights:
-        s = returns[(returns["weighting"] == w) & (returns["decile"] == HL)]
-        c = cumulative_return(s.set_index(pd.to_datetime(s["date"]))["ret"])
-        (line,) = ax.plot(c.index, c.to_numpy() * 100, label=weighting_label(w, mktcap_is_proxy))
-        if net is not None:
-            n = net[net["weighting"] == w]
-            cn = cumulative_return(n.set_index(pd.to_datetime(n["date"]))["net"])
-            lab = f"{weighting_label(w, mktcap_is_proxy)}, net of " + (
-                f"{cost_bps:g} bp" if cost_bps is not None else "costs")
-            ax.plot(cn.index, cn.to_numpy() * 100, ls="--", color=line.get_color(), label=lab)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel("cumulative H-L return (%, summed)")
-    ax.set_title(title or "Long-short (High minus Low) portfolio")
-    ax.legend(frameon=False)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    return fig
+    def wide(frame: pd.DataFrame, value: str, label: Callable[[str], str]) -> pd.DataFrame:
+        cols = {}
+        for w in weights:
+            s = frame[frame["weighting"] == w]
+            cols[label(w)] = s.set_index(pd.to_datetime(s["date"]))[value].sort_index()
+        return pd.DataFrame(cols)
+
+    hl = returns[returns["decile"] == HL]
+    gross = wide(hl, "ret", lambda w: weighting_label(w, mktcap_is_proxy))
+    costs = f"{cost_bps:g} bp" if cost_bps is not None else "costs"
+    dashed = None if net is None else wide(
+        net, "net", lambda w: f"{weighting_label(w, mktcap_is_proxy)}, net of {costs}")
+    return cumulative_hl(gross, ax=ax, dashed=dashed,
+                         title=title or "Long-short (High minus Low) portfolio")
 
 
-def p_up_histogram(p_up: np.ndarray, title: str = "", bins: int = 50) -> Figure:
+# --------------------------------------------------------------------------------------------------
+# Predictions and calibration
+
+
+@styled
+def p_up_histogram(p_up: np.ndarray, title: str = "", bins: int = 50, ax: Axes | None = None) -> Axes:
     """Histogram of predicted up-probabilities with the 0.5 decision threshold marked."""
     p = np.asarray(p_up, dtype=float)
     p = p[np.isfinite(p)]
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
+    ax = _axes(ax, (6, 4))
     ax.hist(p, bins=bins, color="0.35")
     ax.axvline(0.5, color="crimson", lw=1, ls="--", label="0.5")
     ax.set_xlabel("P(up)")
     ax.set_ylabel("stock-periods")
     ax.set_title(title or f"Out-of-sample P(up), n = {len(p):,}")
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    return fig
+    ax.legend()
+    return ax
 
 
-def reliability_diagram(table: pd.DataFrame, ax=None, label: str = "CNN", color: str | None = None):  # noqa: ANN001, ANN201
+@styled
+def reliability_diagram(table: pd.DataFrame, ax: Axes | None = None, label: str = "CNN",
+                        color: str | None = None) -> Axes:
     """Realised up share against mean P(up) per bin (a :func:`calibration.reliability_table`), with
     +-2 binomial standard errors and the diagonal of perfect calibration (drawn once per Axes, so
     several tables can share one). Returns the Axes."""
-    if ax is None:
-        ax = Figure(figsize=(5, 5)).subplots()
+    ax = _axes(ax, (5, 5))
     first = not ax.lines
     if len(table):
         lo = min(table["p_mean"].min(), (table["up_share"] - 2 * table["se"]).min())
@@ -116,15 +234,15 @@ def reliability_diagram(table: pd.DataFrame, ax=None, label: str = "CNN", color:
     ax.set_xlabel("mean predicted P(up) in the bin")
     ax.set_ylabel("realised share up (±2 s.e.)")
     ax.set_title("Reliability (10 equal-count bins of P(up))")
-    ax.legend(frameon=False, loc="upper left")
+    ax.legend(loc="upper left")
     return ax
 
 
-def share_up_by_year(table: pd.DataFrame, ax=None):  # noqa: ANN001, ANN201
+@styled
+def share_up_by_year(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Share predicted up (P > 0.5), mean P(up) and realised share up per year (a
-    :func:`calibration.by_year` table). Returns the Axes."""
-    if ax is None:
-        ax = Figure(figsize=(8, 3.5)).subplots()
+    :func:`calibration.by_year` table), in percent. Returns the Axes."""
+    ax = _axes(ax, (8, 3.5))
     years = table.index.to_numpy()
     ax.plot(years, table["share_up_pred"] * 100, "o-", label="predicted up (P > 0.5)")
     ax.plot(years, table["mean_p_up"] * 100, "s--", ms=3, label="mean P(up)")
@@ -133,19 +251,20 @@ def share_up_by_year(table: pd.DataFrame, ax=None):  # noqa: ANN001, ANN201
     ax.set_ylabel("% of stock-periods")
     ax.set_xlabel("year")
     ax.set_title("Share up by year: predicted vs realised")
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(fontsize=8)
     return ax
 
 
-def ic_bars(ic: pd.DataFrame, ax=None, window: int = IC_ROLLING_PERIODS, title: str = ""):  # noqa: ANN001, ANN201
+@styled
+def ic_bars(ic: pd.DataFrame, ax: Axes | None = None, window: int = IC_ROLLING_PERIODS,
+            title: str = "") -> Axes:
     """Per-date information coefficient as bars with its ``window``-period rolling mean as a line
     (the line starts once ``window`` defined ICs are available). Returns the Axes.
 
     Args:
         ic: DataFrame with date and ic (Spearman, per rebalance date; from metrics.ic_by_date).
     """
-    if ax is None:
-        ax = Figure(figsize=(8, 3.5)).subplots()
+    ax = _axes(ax, (8, 3.5))
     d = ic.assign(date=pd.to_datetime(ic["date"])).sort_values("date")
     s = d.set_index("date")["ic"]
     # Bar width in days: most of the typical spacing between rebalance dates.
@@ -162,6 +281,82 @@ def ic_bars(ic: pd.DataFrame, ax=None, window: int = IC_ROLLING_PERIODS, title: 
         ax.axhline(mean, color="0.4", lw=0.8, ls="--", label=f"mean {mean:.3f}")
     ax.set_ylabel("Spearman IC")
     ax.set_title(title or "Information coefficient: Spearman(P(up), realised return) per date")
-    ax.legend(frameon=False, fontsize=8)
-    ax.figure.autofmt_xdate()
+    ax.legend(fontsize=8)
+    _date_axis(ax)
+    return ax
+
+
+# --------------------------------------------------------------------------------------------------
+# Training and data (report figures drawn from artifacts that have no saved picture)
+
+
+@styled
+def training_curves(logs: list[pd.DataFrame], best_epochs: list[int | None] | None = None) -> Figure:
+    """Loss and accuracy per epoch of each ensemble member (train solid, validation dashed).
+
+    Args:
+        logs: one frame per member (log.csv) with columns epoch, train_loss, val_loss, train_acc,
+            val_acc; epochs as logged (the x axis shows them unchanged).
+        best_epochs: per member the restored best epoch (summary.json), marked with a circle on the
+            validation loss; None entries or a None list mark nothing.
+    Returns:
+        a Figure with two axes: [0] cross-entropy loss, [1] accuracy.
+    """
+    if not logs:
+        raise ValueError("training_curves needs at least one member log")
+    fig = Figure(figsize=(8.0, 3.0), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for i, log in enumerate(logs):
+        c = PALETTE[i % len(PALETTE)]
+        for ax, what in zip(axes, ("loss", "acc")):
+            ax.plot(log["epoch"], log[f"train_{what}"], color=c, lw=1.4, marker="o", ms=2.5,
+                    label=f"member {i} train")
+            ax.plot(log["epoch"], log[f"val_{what}"], color=c, lw=1.4, ls="--", marker="s",
+                    ms=2.5, label=f"member {i} validation")
+        b = best_epochs[i] if best_epochs and i < len(best_epochs) else None
+        if b is not None:
+            row = log[log["epoch"] == b]
+            if len(row):
+                axes[0].plot(row["epoch"], row["val_loss"], "o", ms=7, mfc="none", mec=c, mew=1.5)
+    axes[0].set_title("Cross-entropy loss")
+    axes[1].set_title("Accuracy")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[1].legend(loc="best", ncol=1 if len(logs) <= 3 else 2)
+    return fig
+
+
+@styled
+def universe_plot(universe: pd.DataFrame, images_per_year: dict[str, pd.Series] | None = None,
+                  ax: Axes | None = None) -> Axes:
+    """Stocks in the panel per year (bars) and images per year of each image set (lines, right axis).
+
+    Args:
+        universe: index year (int), column n_stocks (int).
+        images_per_year: image-set name -> Series (index year, values n_images).
+    """
+    ax = _axes(ax, (8.0, 2.8))
+    years = universe.index.to_numpy()
+    ax.bar(years, universe["n_stocks"].to_numpy(), color="#c6d4e1", edgecolor="#6f8fae",
+           lw=0.5, label="stocks in panel")
+    ax.set_ylabel("stocks with a record")
+    ax.set_xlabel("year")
+    ax.grid(axis="x", visible=False)
+    handles, labels = ax.get_legend_handles_labels()
+    if images_per_year:
+        ax2 = ax.twinx()
+        ax2.grid(False)
+        ax2.spines["right"].set_visible(True)
+        for j, (name, s) in enumerate(images_per_year.items()):
+            ax2.plot(s.index.to_numpy(), s.to_numpy(), color=PALETTE[(j + 1) % len(PALETTE)],
+                     marker="o", ms=3, lw=1.4, label=f"{name} images")
+        ax2.set_ylabel("images")
+        ax2.set_ylim(bottom=0)
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, loc="upper left")
+    if len(years):
+        step = max(1, int(np.ceil(len(years) / 14)))
+        ax.set_xticks(years[::step])
     return ax

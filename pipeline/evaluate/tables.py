@@ -1,18 +1,21 @@
-"""Paper-style tables: decile portfolios, the benchmark comparison and the other evaluation tables
-(CSV, Markdown, LaTeX).
+"""Paper-style tables: decile portfolios, the benchmark comparison and the other evaluation tables.
 
-Each table exists in two forms: a numeric DataFrame (written to CSV, NaN = not available) and a
-formatted string DataFrame (Markdown and LaTeX, with significance stars). The conventions note of
-:func:`pipeline.evaluate.conventions.conventions_text` goes under every table: as ``# `` comment
-lines at the end of the CSV (read back with ``pd.read_csv(path, comment='#')``), as a paragraph
-after the Markdown table and as a footnote paragraph after the LaTeX tabular. The paper's numbers
-(:mod:`pipeline.paper_numbers`) are put beside ours in columns prefixed ``Paper``.
+Each table is built as a numeric DataFrame (NaN = not available) by a ``*_table`` function and
+turned into string cells (digits per column kind, significance stars, percentages) by its
+``format_*`` function; :data:`FORMATTERS` names them by table kind so the report formats the
+numeric Parquet file exactly as the Markdown was. :func:`write` writes ``<base>.parquet``
+(numbers, caption, notes: :mod:`pipeline.tabular`), ``.csv`` (numbers, then ``# `` caption and
+note lines, read back with ``pd.read_csv(path, comment='#')``), ``.md`` and ``.tex``. The
+conventions note of :func:`pipeline.evaluate.conventions.conventions_text` goes under every
+table. The paper's numbers (:mod:`pipeline.paper_numbers`) are put beside ours in columns
+prefixed ``Paper`` (:func:`pipeline.tabular.beside_paper`).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +23,8 @@ import pandas as pd
 from pipeline.evaluate.conventions import (DECILES, HL, decile_label, stars, weighting_short)
 from pipeline.io import atomic_write_text
 from pipeline.paper_numbers import SOURCES, DecileReference, HLReference
+from pipeline.tabular import (NumericTable, beside_paper, latex_escape, latex_table, markdown_table,
+                              number, text_mask, write_numeric)
 
 DECILE_ROW_LABELS = [decile_label(d) for d in DECILES] + [HL, f"{HL} t-stat", f"{HL} Newey-West t",
                                                             "Turnover (%)"]
@@ -56,27 +61,20 @@ def decile_table(perf: pd.DataFrame, turnover_pct: dict[str, float], mktcap_is_p
         sr += [float("nan"), float("nan"), float("nan")]
         cols[f"{p} ret"] = ret
         cols[f"{p} SR"] = sr
-    if paper is not None or paper_hl is not None:
-        for w in ("ew", "vw"):
-            p = w.upper()
-            ret = list(getattr(paper, f"{w}_ret")) if paper else [None] * 10 + [getattr(paper_hl, f"{w}_ret")]
-            sr = list(getattr(paper, f"{w}_sr")) if paper else [None] * 10 + [getattr(paper_hl, f"{w}_sr")]
-            to = getattr(paper, f"turnover_{w}") if paper else None
-            if to is None and paper_hl is not None:
-                to = getattr(paper_hl, f"turnover_{w}")
-            ret = ret + [None, None, to]
-            sr = sr + [None, None, None]
-            if any(v is not None for v in ret):
-                cols[f"Paper {p} ret"] = [np.nan if v is None else float(v) for v in ret]
-            if any(v is not None for v in sr):
-                cols[f"Paper {p} SR"] = [np.nan if v is None else float(v) for v in sr]
-    return pd.DataFrame(cols, index=pd.Index(DECILE_ROW_LABELS, name="decile"))
-
-
-def _fmt(v: float, digits: int) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return ""
-    return f"{v:.{digits}f}"
+    ours = pd.DataFrame(cols, index=pd.Index(DECILE_ROW_LABELS, name="decile"))
+    if paper is None and paper_hl is None:
+        return ours
+    ref: dict[str, list[float]] = {}
+    for w in ("ew", "vw"):
+        p = w.upper()
+        ret = list(getattr(paper, f"{w}_ret")) if paper else [None] * 10 + [getattr(paper_hl, f"{w}_ret")]
+        sr = list(getattr(paper, f"{w}_sr")) if paper else [None] * 10 + [getattr(paper_hl, f"{w}_sr")]
+        to = getattr(paper, f"turnover_{w}") if paper else None
+        if to is None and paper_hl is not None:
+            to = getattr(paper_hl, f"turnover_{w}")
+        ref[f"{p} ret"] = [np.nan if v is None else float(v) for v in ret + [None, None, to]]
+        ref[f"{p} SR"] = [np.nan if v is None else float(v) for v in sr + [None, None, None]]
+    return beside_paper(ours, pd.DataFrame(ref, index=ours.index))
 
 
 def format_decile_table(num: pd.DataFrame, paper_hl_stars: str = "") -> pd.DataFrame:
@@ -87,13 +85,13 @@ def format_decile_table(num: pd.DataFrame, paper_hl_stars: str = "") -> pd.DataF
         for r in num.index:
             v = num.at[r, c]
             if r == "Turnover (%)":
-                s = "" if not np.isfinite(v) else f"{v:.0f}%"
+                s = number(v, 0, suffix="%")
             elif r in (tstat_row, f"{HL} Newey-West t"):
-                s = _fmt(v, 2)
+                s = number(v, 2)
             elif c.endswith("SR"):
-                s = _fmt(v, 2)
+                s = number(v, 2)
             else:
-                s = _fmt(v, 3)
+                s = number(v, 3)
                 if r == HL and s:
                     if c.startswith("Paper"):
                         s += paper_hl_stars if c == "Paper EW ret" else ""
@@ -115,7 +113,7 @@ def benchmark_table(rows: list[dict], mktcap_is_proxy: bool,
     Returns:
         DataFrame indexed by strategy.
     """
-    out = []
+    out, paper = [], []
     for r in rows:
         d = {"strategy": r["strategy"], "n rows": r["n_rows"], "n dates": r["n_dates"]}
         for w in weights:
@@ -125,22 +123,16 @@ def benchmark_table(rows: list[dict], mktcap_is_proxy: bool,
             d[f"{p} SR"] = r.get(f"{w}_sr", np.nan)
             d[f"{p} turnover (%)"] = r.get(f"{w}_turnover", np.nan)
             d[f"{p} SR diff t (CNN - this)"] = r.get(f"sr_diff_t_{w}", np.nan)
-        ref: HLReference | None = r.get("paper")
-        for key, name in (("ew_ret", "Paper EW H-L ret"), ("ew_sr", "Paper EW SR"),
-                          ("vw_ret", "Paper VW H-L ret"), ("vw_sr", "Paper VW SR"),
-                          ("turnover_ew", "Paper EW turnover (%)")):
-            v = getattr(ref, key) if ref is not None else None
-            d[name] = np.nan if v is None else float(v)
-        d["Paper source"] = "" if ref is None else f"{ref.source} ({ref.split.upper()})"
         out.append(d)
-    df = pd.DataFrame(out).set_index("strategy")
-    # Drop paper columns nobody fills, so the table stays readable.
-    empty = [c for c in df.columns if c.startswith("Paper") and c != "Paper source"
-             and df[c].isna().all()]
-    df = df.drop(columns=empty)
-    if "Paper source" in df.columns and (df["Paper source"] == "").all():
-        df = df.drop(columns=["Paper source"])
-    return df
+        ref: HLReference | None = r.get("paper")
+        paper.append({name: (np.nan if ref is None or getattr(ref, key) is None else float(getattr(ref, key)))
+                      for key, name in (("ew_ret", "EW H-L ret"), ("ew_sr", "EW SR"),
+                                        ("vw_ret", "VW H-L ret"), ("vw_sr", "VW SR"),
+                                        ("turnover_ew", "EW turnover (%)"))}
+                     | {"source": "" if ref is None else f"{ref.source} ({ref.split.upper()})"})
+    ours = pd.DataFrame(out).set_index("strategy")
+    # Paper columns nobody fills are dropped, so the table stays readable.
+    return beside_paper(ours, pd.DataFrame(paper, index=ours.index))
 
 
 def format_benchmark_table(num: pd.DataFrame) -> pd.DataFrame:
@@ -151,20 +143,20 @@ def format_benchmark_table(num: pd.DataFrame) -> pd.DataFrame:
             if isinstance(v, str):
                 s = v
             elif c.startswith("n "):
-                s = "" if not np.isfinite(v) else f"{int(v):,}"
+                s = number(v, 0, thousands=True)
             elif "turnover" in c:
-                s = "" if not np.isfinite(v) else f"{v:.0f}%"
+                s = number(v, 0, suffix="%")
             elif c.endswith("ret"):
-                s = _fmt(v, 3)
+                s = number(v, 3)
                 tcol = c.replace("ret", "t")
                 if s and tcol in num.columns and not c.startswith("Paper"):
                     s += stars(num.at[r, tcol])
             elif "SR diff t" in c:
-                s = _fmt(v, 2)
+                s = number(v, 2)
                 if s:
                     s += stars(v, one_sided=True)
             else:
-                s = _fmt(v, 2)
+                s = number(v, 2)
             out.at[r, c] = s
     return out
 
@@ -197,13 +189,13 @@ def format_by_year_table(num: pd.DataFrame) -> pd.DataFrame:
         for r in num.index:
             v = num.at[r, c]
             if c.endswith(" n"):
-                s = "" if not np.isfinite(v) else f"{int(v)}"
+                s = number(v, 0)
             elif c.endswith(" ret"):
-                s = _fmt(v, 3)
+                s = number(v, 3)
                 if s:
                     s += stars(num.at[r, c[:-len("ret")] + "t"])
             else:
-                s = _fmt(v, 2)
+                s = number(v, 2)
             out.at[r, c] = s
     return out
 
@@ -267,9 +259,9 @@ def format_net_of_cost_table(num: pd.DataFrame) -> pd.DataFrame:
                 s = f"{v:.1f}"
             elif r in (lab["long_sr"], lab["short_sr"], lab["gross_sharpe"], lab["net_sharpe"],
                        lab["net_t"], lab["net_t_nw"], lab["mean_turnover"]):
-                s = _fmt(float(v), 2)
+                s = number(float(v), 2)
             else:
-                s = _fmt(float(v), 3)
+                s = number(float(v), 3)
                 if r == lab["net_ann_ret"]:
                     t = num.at[lab["net_t"], c]
                     s += stars(float(t)) if t is not None and not isinstance(t, str) else ""
@@ -306,53 +298,58 @@ def format_characteristics_table(num: pd.DataFrame) -> pd.DataFrame:
         for r in num.index:
             v = num.at[r, c]
             if c in ("Dates", "Dates skipped", "Mean stocks per date"):
-                s = "" if not np.isfinite(v) else f"{v:,.0f}"
+                s = number(v, 0, thousands=True)
             elif c == "Mean corr":
-                s = _fmt(v, 3)
+                s = number(v, 3)
                 if s:
                     s += stars(num.at[r, "Newey-West t"])
             else:
-                s = _fmt(v, 2)
+                s = number(v, 2)
             out.at[r, c] = s
     return out
 
 
-def to_markdown(df: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table of a string DataFrame (index becomes the first column)."""
-    head = [str(df.index.name or "")] + [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(df.columns)) + "|"]
-    for idx, row in df.iterrows():
-        cells = [str(idx)] + ["" if v is None else str(v) for v in row.tolist()]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+to_markdown = markdown_table  # the evaluation tables' Markdown is the project's one writer
+
+FORMATTERS: dict[str, Callable[..., pd.DataFrame]] = {}  # table kind -> formatter (filled below)
 
 
-def _latex_escape(s: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("%", r"\%"), ("&", r"\&"), ("_", r"\_"), ("#", r"\#"),
-                 ("$", r"\$")):
-        s = s.replace(a, b)
-    return s
+def format_table(kind: str, num: pd.DataFrame, **options: Any) -> pd.DataFrame:
+    """String cells of a numeric evaluation table of ``kind`` (a key of :data:`FORMATTERS`)."""
+    if kind not in FORMATTERS:
+        raise ValueError(f"unknown evaluation table kind {kind!r} (known: {sorted(FORMATTERS)})")
+    return FORMATTERS[kind](num, **options)
 
 
-def write_table(num: pd.DataFrame, fmt: pd.DataFrame, base: str | Path, note: str,
-                caption: str) -> list[Path]:
-    """Write ``base``.csv (numeric + '# ' note lines), .md and .tex (formatted + note), atomically."""
+def write_table(num: pd.DataFrame, fmt: pd.DataFrame, base: str | Path, note: str, caption: str,
+                kind: str = "", options: dict[str, Any] | None = None,
+                transpose: bool = False) -> list[Path]:
+    """Write ``base``.csv (numeric + '# ' note lines), .md and .tex (formatted + note) and .parquet
+    (numeric, with ``kind``, caption, note and formatter ``options``), atomically.
+
+    Returns [csv, md, tex, parquet]. ``transpose``: see :func:`pipeline.tabular.write_numeric`.
+    """
     base = Path(base)
-    paths = [base.with_suffix(".csv"), base.with_suffix(".md"), base.with_suffix(".tex")]
+    paths = [base.with_suffix(s) for s in (".csv", ".md", ".tex", ".parquet")]
     csv = num.to_csv(float_format="%.6g")
     csv += "".join(f"# {line}\n" for line in [caption, note])
     atomic_write_text(paths[0], csv)
-    atomic_write_text(paths[1], f"**{caption}**\n\n{to_markdown(fmt)}\n{note}\n")
-    esc = fmt.copy()
-    esc.index = [_latex_escape(str(i)) for i in esc.index]
-    esc.index.name = _latex_escape(str(fmt.index.name or ""))
-    esc.columns = [_latex_escape(str(c)) for c in esc.columns]
-    esc = esc.map(lambda v: _latex_escape(str(v)))
-    tex = esc.to_latex(escape=False, column_format="l" + "r" * len(esc.columns))
-    tex = (f"% {caption}\n" + tex + "\\par\\smallskip\n{\\footnotesize " + _latex_escape(note)
-           + "}\n")
-    atomic_write_text(paths[2], tex)
+    mask = text_mask(num)
+    text_cols = [c for j, c in enumerate(num.columns) if len(num) and mask[:, j].all()]
+    atomic_write_text(paths[1], f"**{caption}**\n\n{markdown_table(fmt, text_columns=text_cols)}\n{note}\n")
+    tex = latex_table(fmt, text_columns=text_cols)
+    atomic_write_text(paths[2], f"% {caption}\n" + tex + "\\par\\smallskip\n{\\footnotesize "
+                      + latex_escape(note) + "}\n")
+    write_numeric(paths[3], NumericTable(num, kind, caption, [note], dict(options or {})),
+                  transpose=transpose)
     return paths
+
+
+def write(kind: str, num: pd.DataFrame, base: str | Path, note: str, caption: str,
+          **options: Any) -> list[Path]:
+    """Format ``num`` with the ``kind`` formatter and write every form of it (:func:`write_table`)."""
+    return write_table(num, format_table(kind, num, **options), base, note, caption, kind=kind,
+                       options=options, transpose=kind == "net_of_cost")
 
 
 def sources_note(refs: list[DecileReference | HLReference | None]) -> str:
@@ -364,3 +361,8 @@ def sources_note(refs: list[DecileReference | HLReference | None]) -> str:
              for s, sp in used]
     return ("Paper columns: " + "; ".join(parts) + ". They are reference points from a different "
             "sample (CRSP), not targets.")
+
+
+FORMATTERS.update({"deciles": format_decile_table, "benchmarks": format_benchmark_table,
+                   "hl_by_year": format_by_year_table, "net_of_cost": format_net_of_cost_table,
+                   "characteristics": format_characteristics_table})

@@ -1,5 +1,9 @@
 """Build one image set (``"I{W}/{freq}"``) from the canonical panel (docs/method.md 2-3).
 
+An aggregated set ``"I{B}x{k}/{freq}"`` (METHOD 11) is planned and labelled like the daily set of
+its window ``W = B*k`` (same candidates, history, labels and image dates); each task turns the
+2W-record blocks into 2B bars of k days (pipeline.images.aggregate) before rendering B-bar charts.
+
 Plan (this process, once):
     read the panel's keys (stock_id, date, ret, mktcap) for all years, check the contract,
     take the calendar (every panel date), its period ends, every (stock, period end) where the
@@ -34,7 +38,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
 from pipeline import paths
-from pipeline.config import Config, parse_image_set, save_resolved, section_hash
+from pipeline.config import Config, image_set_spec, parse_image_set, save_resolved, section_hash
 from pipeline.images import labels as labels_mod
 from pipeline.images import windows
 from pipeline.images.executor import Executor
@@ -166,7 +170,7 @@ class PartTask:
     part_stem: str  # .../_parts/<year>/shard_<k>; .npy/.parquet/.json are added
     year: int
     shard: int
-    window: int
+    window: int  # bars drawn (the image size)
     ma: bool
     volume: bool
     stock_ids: np.ndarray  # int32, sorted: the shard's stocks
@@ -175,6 +179,7 @@ class PartTask:
     n_hist: np.ndarray  # int64 real rows of each candidate's block (1..2W)
     r0: int  # R0 rejections of these stocks in this year
     settings_hash: str
+    bar_days: int = 1  # trading days per bar (METHOD 11); n_hist and the blocks count days
 
 
 @dataclass
@@ -186,8 +191,10 @@ class Plan:
 
 def plan_image_set(keys: PanelKeys, panel_dir: str | Path, parts_dir: Path, window: int,
                    freq: str, start_year: int, end_year: int, mode: str, stocks_per_shard: int,
-                   ma: bool, volume: bool, settings_hash: str) -> Plan:
-    """Candidates, R0 counts, labels and (year, shard) tasks of one image set."""
+                   ma: bool, volume: bool, settings_hash: str, bar_days: int = 1) -> Plan:
+    """Candidates, R0 counts, labels and (year, shard) tasks of one image set (``window`` bars of
+    ``bar_days`` days: the history, and so the rejections and labels, are those of the
+    ``window * bar_days``-day daily set)."""
     if stocks_per_shard < 1:
         raise InputError(f"images.stocks_per_shard must be >= 1, got {stocks_per_shard}")
     days = keys.days
@@ -200,7 +207,7 @@ def plan_image_set(keys: PanelKeys, panel_dir: str | Path, parts_dir: Path, wind
     have = cands.row >= 0
     rows = cands.row[have]
     stock_idx = cands.stock_index[have]
-    n_hist = windows.history_lengths(rows, keys.offsets[stock_idx], window)
+    n_hist = windows.history_lengths(rows, keys.offsets[stock_idx], window * bar_days)
     table = labels_mod.label_table(keys.stock_ids, keys.offsets, keys.days, keys.ret,
                                    keys.mktcap, keys.calendar, rows, mode)
     block_start_year = (days[rows - n_hist + 1].astype("datetime64[D]").astype("datetime64[Y]")
@@ -228,7 +235,7 @@ def plan_image_set(keys: PanelKeys, panel_dir: str | Path, parts_dir: Path, wind
                 labels=table.iloc[sel].reset_index(drop=True),
                 n_hist=n_hist[sel],
                 r0=int(np.isin(r0_y, shard_stocks).sum()),
-                settings_hash=settings_hash,
+                settings_hash=settings_hash, bar_days=bar_days,
             ))
     return Plan(tasks, r0_by_year, years)
 
@@ -283,6 +290,7 @@ def run_part(task: PartTask) -> dict:
 
     Returns {"year", "shard", "n_images", "rejections": {code: count}}.
     """
+    from pipeline.images.aggregate import aggregate_bars
     from pipeline.images.render import render_windows
 
     stem = Path(task.part_stem)
@@ -321,8 +329,11 @@ def run_part(task: PartTask) -> dict:
                                "blocks' history")
         for a in range(0, n, RENDER_CHUNK):
             b = min(n, a + RENDER_CHUNK)
-            block = windows.gather_blocks(values, pos_c[a:b], task.n_hist[a:b], task.window)
-            images[a:b], status[a:b] = render_windows(block, task.n_hist[a:b], task.window,
+            n_h = task.n_hist[a:b]
+            block = windows.gather_blocks(values, pos_c[a:b], n_h, task.window * task.bar_days)
+            if task.bar_days > 1:
+                block, n_h = aggregate_bars(block, n_h, task.bar_days)
+            images[a:b], status[a:b] = render_windows(block, n_h, task.window,
                                                       ma=task.ma, volume=task.volume)
     ok = status == -1
     counts = _task_counts(status)
@@ -409,17 +420,20 @@ def reason_names() -> dict[int, str]:
 
 def settings_for(cfg: Config, image_set: str, panel_dir: Path) -> dict:
     """What an image set depends on: its own settings and the panel it was built from."""
-    w, freq = parse_image_set(image_set)
+    spec = image_set_spec(image_set)
     im = cfg.images
     panel_marker = panel_dir / "_DONE.json"
-    return {
-        "version": BUILD_VERSION, "window": w, "freq": freq, "ma": im.ma, "volume": im.volume,
+    out = {
+        "version": BUILD_VERSION, "window": spec.bars, "freq": spec.freq, "ma": im.ma, "volume": im.volume,
         "start_year": im.start_year, "end_year": im.end_year,
         "period_ret_mode": im.period_ret_mode, "calendar": im.calendar,
         "stocks_per_shard": im.stocks_per_shard,
         "panel_meta": asdict(read_meta(panel_dir)),
         "panel_done": read_json(panel_marker).get("hash") if panel_marker.exists() else None,
     }
+    if spec.aggregated:  # only then: the hashes of daily sets built before stay valid
+        out["bar_days"] = spec.bar_days
+    return out
 
 
 def build_image_set(cfg: Config, image_set: str, executor: Executor,
@@ -454,7 +468,8 @@ def image_set_hash(cfg: Config, image_set: str, panel_dir: Path) -> str:
 
 def _build(cfg: Config, image_set: str, executor: Executor, panel_dir: Path, out_dir: Path,
            h: str) -> Path:
-    w, freq = parse_image_set(image_set)
+    spec = image_set_spec(image_set)
+    w, freq = spec.bars, spec.freq
     im = cfg.images
     t0 = time.perf_counter()
     keys = read_panel_keys(panel_dir)
@@ -468,7 +483,8 @@ def _build(cfg: Config, image_set: str, executor: Executor, panel_dir: Path, out
     # Absolute paths: Dask workers on other machines do not share this process's cwd.
     parts_dir = out_dir.resolve() / "_parts"
     plan = plan_image_set(keys, panel_dir.resolve(), parts_dir, w, freq, im.start_year, im.end_year,
-                          im.period_ret_mode, im.stocks_per_shard, im.ma, im.volume, h)
+                          im.period_ret_mode, im.stocks_per_shard, im.ma, im.volume, h,
+                          bar_days=spec.bar_days)
     del keys
     log.info("%s: %d candidate images in %d tasks, %d R0", image_set,
              sum(len(t.labels) for t in plan.tasks), len(plan.tasks), sum(plan.r0_by_year.values()))

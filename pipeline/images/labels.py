@@ -167,3 +167,96 @@ def label_table(stock_ids: np.ndarray, offsets: np.ndarray, days: np.ndarray, re
     for s in RETURN_SUFFIXES:
         out[f"label_{s}"] = labels_from_returns(out[f"ret_{s}"])
     return pd.DataFrame(out)[LABEL_TABLE_COLUMNS]
+
+
+# --------------------------------------------------------------------------------------------------
+# Regression targets (METHOD 3.6) and delayed holding periods (METHOD 7.1)
+
+
+def regression_target(ret: np.ndarray, ewma_vol: np.ndarray, horizon: int, target: str) -> np.ndarray:
+    """The value a regression run learns for each image, float64 (n,) (METHOD 3.6).
+
+    ret: the label's return (``ret_<suffix>``, decimal; NaN = missing); ewma_vol: the image's
+    ex-ante EWMA variance of daily returns (METHOD 3.3); horizon: the label's nominal length in
+    records (5, 20, 60). ``return``: ret itself. ``vol_adjusted_return``: ret / sqrt(horizon *
+    ewma_vol), the return in units of its ex-ante standard deviation over the horizon (daily
+    variance times the number of records, i.e. independent daily returns); NaN where the variance
+    is missing or not positive. NaN marks an image without a target (dropped from training).
+    """
+    r = np.asarray(ret, dtype=np.float64)
+    if target == "return":
+        return r.copy()
+    if target == "vol_adjusted_return":
+        v = np.asarray(ewma_vol, dtype=np.float64)
+        ok = np.isfinite(v) & (v > 0)
+        out = np.full(r.shape, np.nan)
+        out[ok] = r[ok] / np.sqrt(horizon * v[ok])
+        return out
+    raise ValueError(f"regression target {target!r}: choose 'return' or 'vol_adjusted_return'")
+
+
+def label_end_rows(days: np.ndarray, offsets: np.ndarray, calendar: np.ndarray, rows: np.ndarray,
+                   suffix: str, mode: str = "strict",
+                   keys: tuple[np.ndarray, int, int] | None = None) -> np.ndarray:
+    """Panel row on whose close each image's ``ret_<suffix>`` label ends, int64 (n,); -1 = none.
+
+    The same rule as :func:`forward_returns` ("5d"/"20d"/"60d": k records ahead, inside the stock's
+    records) and :func:`period_returns` ("week"/"month"/"quarter": the next period end, ``mode``
+    strict or next_available, defined on period-end image rows only). days int64 (N,), offsets
+    (k+1,), calendar datetime64 every panel trading day, rows int64 (n,) image rows.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.full(len(rows), -1, dtype=np.int64)
+    if suffix in FREQUENCIES:
+        pe = windows.to_days(windows.period_ends(calendar, suffix))
+        cands = windows.find_candidates(days, offsets, pe, keys)
+        nxt = next_period_rows(cands, mode)
+        have = cands.row >= 0
+        c_rows, c_next = cands.row[have], nxt[have]
+        if len(c_rows) == 0:
+            return out
+        pos = np.minimum(np.searchsorted(c_rows, rows), len(c_rows) - 1)
+        hit = (c_rows[pos] == rows) & (c_next[pos] >= 0)
+        out[hit] = c_next[pos[hit]]
+        return out
+    k = int(suffix.removesuffix("d"))
+    stock_end = offsets[np.searchsorted(offsets, rows, side="right")]
+    ok = rows + k < stock_end
+    out[ok] = rows[ok] + k
+    return out
+
+
+def delayed_returns(cl: np.ndarray, rows: np.ndarray, end_rows: np.ndarray, stock_end: np.ndarray,
+                    delay: int) -> np.ndarray:
+    """The label's holding period moved ``delay`` records later, float64 (n,) (METHOD 7.1).
+
+    ``exp(cl[end + d] - cl[row + d]) - 1``: bought at the close ``d`` of the stock's records after
+    the image date, sold ``d`` records after the label's own end (the same number of records
+    held). NaN where the label has no end (``end_rows`` -1) or ``end + d`` passes the stock's last
+    record (the panel's end or the stock's delisting). With d = 0 it is the label return itself,
+    computed by the same expression. cl: :func:`cumulative_log_returns`; rows, end_rows,
+    stock_end int64 (n,) (stock_end = one past the stock's last panel row).
+    """
+    if delay < 0:
+        raise ValueError(f"delay {delay}: must be >= 0 records")
+    start = rows + delay
+    end = end_rows + delay
+    ok = (end_rows >= 0) & (end < stock_end)
+    out = np.full(len(rows), np.nan)
+    out[ok] = np.exp(cl[end[ok]] - cl[start[ok]]) - 1.0
+    return out
+
+
+def delayed_label_returns(offsets: np.ndarray, days: np.ndarray, ret: np.ndarray,
+                          calendar: np.ndarray, rows: np.ndarray, suffix: str,
+                          delays: list[int] | tuple[int, ...], mode: str = "strict"
+                          ) -> dict[int, np.ndarray]:
+    """{d: ret_<suffix> of the images at panel ``rows`` held from d records later}, each float64
+    (n,), from the panel's flat arrays as :func:`label_table` takes them (cumulative log returns
+    over each stock's whole history, so d = 0 reproduces the stored label bit for bit)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    days = np.asarray(days, dtype=np.int64)
+    cl = cumulative_log_returns(ret, offsets)
+    stock_end = offsets[np.searchsorted(offsets, rows, side="right")]
+    ends = label_end_rows(days, offsets, calendar, rows, suffix, mode)
+    return {int(d): delayed_returns(cl, rows, ends, stock_end, int(d)) for d in delays}

@@ -53,6 +53,9 @@ class ModelSpec:
     pool: tuple[int, int] = (2, 1)
     dropout: float = 0.5
     xavier: bool = True  # Xavier-uniform conv/linear weights + linear bias 0.01; False = torch defaults
+    # Output layer width: 2 logits (the paper's classifier) or 1 predicted value (a regression
+    # target, pipeline.config.model_outputs).
+    n_outputs: int = 2
 
     def __post_init__(self) -> None:
         if self.n_blocks < 1:
@@ -61,6 +64,9 @@ class ModelSpec:
             raise ValueError(f"ModelSpec.activation {self.activation!r}; choose one of {ACTIVATIONS}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelSpec.dropout must be in [0, 1), got {self.dropout}")
+        if self.n_outputs not in (1, 2):
+            raise ValueError(f"ModelSpec.n_outputs must be 1 (regression) or 2 (classifier), got "
+                             f"{self.n_outputs}")
 
     @property
     def channels(self) -> list[int]:
@@ -187,7 +193,8 @@ class ConvBlock(nn.Module):
 
 
 class ChartCNN(nn.Module):
-    """Chart-image classifier: ``forward(x (N,1,H,3W)) -> logits (N,2)``."""
+    """Chart-image CNN: ``forward(x (N,1,H,3W)) -> (N, spec.n_outputs)``: logits (N,2) of the
+    classifier, or the predicted target (N,1) of a regression model."""
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
@@ -203,7 +210,7 @@ class ChartCNN(nn.Module):
                 activation=spec.activation, pool=spec.pool))
             c_in = c
         self.blocks = nn.ModuleList(blocks)
-        self.head = nn.Sequential(nn.Flatten(), FastDropout(spec.dropout), nn.Linear(spec.fc_in, 2))
+        self.head = nn.Sequential(nn.Flatten(), FastDropout(spec.dropout), nn.Linear(spec.fc_in, spec.n_outputs))
         if spec.xavier:
             self.apply(_xavier_init)
 
@@ -274,7 +281,7 @@ def macs_per_image(spec: ModelSpec) -> int:
     """Multiply-accumulates of one forward pass (conv + linear; BN/activation/pool ignored).
 
     conv: C_out * H_out * W_out * C_in * k_h * k_w per block (H_out, W_out before pooling);
-    linear: fc_in * 2. One MAC = 2 FLOPs.
+    linear: fc_in * n_outputs. One MAC = 2 FLOPs.
     """
     h, w = spec.image_hw
     total, c_in = 0, 1
@@ -286,4 +293,4 @@ def macs_per_image(spec: ModelSpec) -> int:
         total += c * h * w * c_in * spec.kernel[0] * spec.kernel[1]
         h, w = math.ceil(h / spec.pool[0]), math.ceil(w / spec.pool[1])
         c_in = c
-    return total + spec.fc_in * 2
+    return total + spec.fc_in * spec.n_outputs

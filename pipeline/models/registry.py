@@ -47,17 +47,20 @@ def list_models() -> list[str]:
     return list(_REGISTRY)
 
 
-def model_spec(name: str) -> ModelSpec:
-    """The ModelSpec registered under ``name``; KeyError naming the valid names otherwise."""
+def model_spec(name: str, **overrides) -> ModelSpec:
+    """The ModelSpec registered under ``name``, with ``overrides`` of its fields (e.g.
+    ``n_outputs=1`` for a regression target); KeyError naming the valid names otherwise."""
     try:
-        return _REGISTRY[name]()
+        spec = _REGISTRY[name]()
     except KeyError:
         raise UnknownModelError(f"unknown model {name!r}; registered: {list_models()}") from None
+    return dataclasses.replace(spec, **overrides) if overrides else spec
 
 
-def create_model(name: str) -> ChartCNN:
-    """A freshly initialised ChartCNN (seed torch beforehand for a reproducible init)."""
-    return ChartCNN(model_spec(name))
+def create_model(name: str, **overrides) -> ChartCNN:
+    """A freshly initialised ChartCNN of :func:`model_spec` ``(name, **overrides)`` (seed torch
+    beforehand for a reproducible init)."""
+    return ChartCNN(model_spec(name, **overrides))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import Config, ConfigError, save_resolved, section_hash
+from pipeline.config import Config, ConfigError, hash_view, save_resolved, section_hash
 from pipeline.io import folder_lock, is_done, mark_done, marker_path, remove_stale_temps, write_json
 from pipeline.panel.clean import PanelInputError, format_counts
 from pipeline.panel.mktcap import proxy_min_periods
@@ -82,6 +82,14 @@ def build_panel(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, PanelMeta]:
         meta = PanelMeta(source="yahoo", mktcap_is_proxy=True,
                          mktcap_units=proxy_units(cfg.panel.mktcap_proxy_window),
                          counts=counts, inputs=[str(path.resolve())])
+    elif source == "generic":
+        from pipeline.panel.generic import build_generic
+
+        path = _source_path(cfg)
+        df, stocks, counts, layout = build_generic(cfg.panel, cfg.generic, path)
+        meta = PanelMeta(source="generic", mktcap_is_proxy=True,
+                         mktcap_units=proxy_units(cfg.panel.mktcap_proxy_window),
+                         counts=counts, inputs=[f"{path.resolve()} ({layout})"])
     elif source == "crsp":
         from pipeline.panel.crsp import build_crsp
 
@@ -90,7 +98,8 @@ def build_panel(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, PanelMeta]:
         meta = PanelMeta(source="crsp", mktcap_is_proxy=False, mktcap_units=CRSP_UNITS,
                          counts=counts, inputs=[str(path.resolve())])
     else:  # validate() already refuses this; kept for direct callers
-        raise ConfigError(f"panel.source {source!r} is not one of synthetic, stooq, crsp, yahoo")
+        raise ConfigError(f"panel.source {source!r} is not one of synthetic, stooq, crsp, yahoo, "
+                          "generic")
     check_contract(df, where=f"{source} panel")
     if df.empty:
         where = ", ".join(meta.inputs) if meta.inputs else f"the {source} source"
@@ -147,8 +156,12 @@ def make_panel(cfg: Config, force: bool = False) -> Path:
 
 
 def panel_settings_hash(cfg: Config) -> str:
-    """What the panel depends on (its completion marker holds it): the panel and synthetic settings."""
-    return section_hash(cfg.panel, cfg.synthetic)
+    """What the panel depends on (its completion marker holds it): the panel and synthetic settings,
+    and the generic section for that source. The synthetic calendar enters only when it is not the
+    business-day calendar the market had before it was a setting, so panels built then stay current."""
+    synthetic = hash_view("synthetic", cfg.synthetic)
+    generic = [cfg.generic] if cfg.panel.source == "generic" else []
+    return section_hash(cfg.panel, synthetic, *generic)
 
 
 def _write(cfg: Config, out: Path, h: str, df: pd.DataFrame, stocks: pd.DataFrame,

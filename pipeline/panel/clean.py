@@ -403,14 +403,16 @@ def _day(ts: str) -> np.datetime64:
 
 
 def clean_free(raw: FreeRaw, cfg: PanelConfig, source: str,
-               counts: dict[str, int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+               counts: dict[str, int] | None = None, drop_weekends: bool = True
+               ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
     """METHOD 4.6 cleaning, close-to-close returns and the METHOD 3.5 proxy, fully vectorised.
 
     Rules, in this order, each counting the rows it touches (keys of the returned counts):
 
     1. ``noncommon_tickers`` / ``noncommon_rows``: with ``cfg.common_only``, tickers with ``_``/``-``.
     2. ``after_end``: dates after ``cfg.end`` dropped (they cannot influence earlier rows).
-    3. ``weekend_rows``: Saturday/Sunday rows dropped (Kaggle has them).
+    3. ``weekend_rows``: Saturday/Sunday rows dropped (Kaggle has them); not with
+       ``drop_weekends=False`` (the generic source: any calendar, 24/7 markets included; count 0).
     4. sort by (ticker, date), stable; ``duplicate_rows``: same (ticker, date), the last one kept.
     5. ``missing_close`` / ``nonpositive_close`` (and ``*_adj_close`` for Yahoo): dropped before
        returns, so a return always spans two valid closes.
@@ -461,7 +463,7 @@ def clean_free(raw: FreeRaw, cfg: PanelConfig, source: str,
     drop("after_end", raw.date > end)
     # 1970-01-01 was a Thursday: (days + 3) % 7 is 0 on Mondays, 5-6 on weekends.
     days = raw.date.view(np.int64) // NS_PER_DAY
-    drop("weekend_rows", (days + 3) % 7 >= 5)
+    drop("weekend_rows", ((days + 3) % 7 >= 5) if drop_weekends else np.zeros(n, bool))
 
     # Sort by (ticker in alphabetical order, date); stable so that "last" means last as read.
     order_of_ticker = np.argsort(np.array(raw.tickers, dtype=object), kind="stable")

@@ -3,7 +3,8 @@
 The market is a vectorised state-space model. Each stock carries a small state (its last ``L=20``
 closes, its last ``L`` log volumes, where today's close sits in today's high-low range and the sign of
 today's return). One call of :func:`_step` advances every unit (a stock, or a Monte-Carlo path) by one
-trading day. :func:`generate_market` runs it over all stocks and business days; :func:`bayes_accuracy`
+trading day. :func:`generate_market` runs it over all stocks and trading days (business days, or
+every calendar day with ``calendar: daily``); :func:`bayes_accuracy`
 restarts it from sampled ``(stock, date)`` states to compute the accuracy of the Bayes-optimal up/down
 rule exactly by Monte-Carlo. docs/synthetic.md states every formula and parameter value.
 
@@ -255,11 +256,18 @@ def _check_cfg(cfg: SyntheticConfig) -> None:
 
 
 def market_dates(cfg: SyntheticConfig) -> pd.DatetimeIndex:
-    """Trading days of the synthetic market: pandas business days from cfg.start to cfg.end inclusive."""
-    dates = pd.bdate_range(cfg.start, cfg.end)
+    """Trading days of the synthetic market from cfg.start to cfg.end inclusive: pandas business
+    days (``calendar: business``) or every calendar day (``calendar: daily``, a 24/7 market; the
+    model then takes one step per calendar day, so its "5-day" reversal spans 5 calendar days)."""
+    if cfg.calendar == "daily":
+        dates, what = pd.date_range(cfg.start, cfg.end, freq="D"), "calendar days"
+    elif cfg.calendar == "business":
+        dates, what = pd.bdate_range(cfg.start, cfg.end), "business days"
+    else:  # validate() refuses this; kept for direct callers
+        raise InputError(f"synthetic.calendar {cfg.calendar!r}: choose business or daily")
     if len(dates) < 2:
         raise InputError(f"synthetic: start={cfg.start!r}..end={cfg.end!r} gives {len(dates)} "
-                         "business days; need at least 2")
+                         f"{what}; need at least 2")
     return dates
 
 
@@ -342,7 +350,7 @@ def generate_market(cfg: SyntheticConfig,
     """Generate the synthetic market.
 
     Returns ``(panel, stocks)``. ``panel`` has exactly ``store.PANEL_COLUMNS`` (stock_id int32 1..n,
-    date datetime64[ns] business day, open/high/low/close $ float64, volume shares float64, ret
+    date datetime64[ns] trading day (:func:`market_dates`), open/high/low/close $ float64, volume shares float64, ret
     close-to-close float64 never NaN, mktcap $ thousands = close*shares/1000, exchange str,
     source 'synthetic'), sorted by (stock_id, date). A stock's records run from the day after its
     listing day (the listing-day record has no return and is dropped) to its delisting day.

@@ -9,6 +9,11 @@ missing label (label 2), so evaluation decides what to drop. Columns (docs/inter
 stock_id int32, date datetime64, p_up float64, p_up_m0..p_up_m{k-1} float64, ret_5d, ret_20d,
 ret_60d, ret_week, ret_month, ret_quarter float64, label int8 (the run's horizon; 2 = missing),
 mktcap float64, ewma_vol float64.
+
+A regression run (``train.target`` return | vol_adjusted_return, METHOD 3.6) writes the same
+columns: ``p_up`` and ``p_up_m<j>`` then hold the score to sort on, the ensemble's (members')
+predicted target (a return, decimal, or a vol-adjusted return, in standard deviations over the
+horizon), not a probability; the model card's ``target`` says which.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ def predict_proba(models: list[ChartCNN], images: np.ndarray, mean: float, std: 
     """P(up) of each model for uint8 images (N, H, 3W) (a memory map is fine: read batch-wise).
 
     Returns float64 (N, len(models)): softmax(logits)[:, 1] per model, computed in float32 from
-    logits produced under the runtime's precision.
+    logits produced under the runtime's precision; for a one-output (regression) model its output,
+    the predicted target.
     """
     out = np.empty((len(images), len(models)), dtype=np.float64)
     # BatchNorm folded into the convs, pooling before the activation: same P(up), less work.
@@ -62,7 +68,9 @@ def predict_proba(models: list[ChartCNN], images: np.ndarray, mean: float, std: 
             for j, m in enumerate(models):
                 with rt.autocast():
                     logits = m(x)
-                out[s:s + len(x), j] = torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+                lg = logits.float()
+                score = lg[:, 0] if lg.shape[1] == 1 else torch.softmax(lg, dim=1)[:, 1]
+                out[s:s + len(x), j] = score.cpu().numpy()
     return out
 
 
@@ -113,7 +121,8 @@ def _part_done(run: Path, i: int, year: int, key: str) -> bool:
 
 
 def predict_parts(rc: Config, members: list[int], rt: Runtime) -> list[int]:
-    """Write ``predict_parts/m{i}_{year}.npy`` (float64 (N,), label-table order, raw softmax P(up))
+    """Write ``predict_parts/m{i}_{year}.npy`` (float64 (N,), label-table order, raw softmax P(up);
+    a regression run's predicted target)
     for members ``members`` of rc's run and every test year not already done; each year's images
     are read once (batch-wise from the memory map) for all the members that need them. Returns the
     members that predicted anything."""

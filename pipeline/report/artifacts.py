@@ -26,6 +26,7 @@ from pipeline import paths
 from pipeline.config import FREQUENCY_HORIZON, Config, parse_image_set
 from pipeline.images.store import ImageSet, label_suffix
 from pipeline.panel.store import PanelMeta
+from pipeline.tabular import NumericTable, read_csv_numeric, read_numeric
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,8 @@ def load_run(run_dir: str | Path) -> RunArtifacts | None:
 class EvalArtifacts:
     """One run's evaluation: metrics.json, portfolios.parquet, turnover.json, tables and figures.
 
-    ``tables``: stem (e.g. "deciles") -> {"csv": Path | None, "md": Path | None}.
+    ``tables``: stem (e.g. "deciles") -> {"parquet": Path | None, "csv": Path | None}
+    (:func:`read_eval_table` reads one).
     ``figures``: PNG files of figures/, sorted by name.
     """
 
@@ -256,8 +258,8 @@ def load_eval(eval_dir: str | Path) -> EvalArtifacts | None:
     tdir = eval_dir / "tables"
     if tdir.is_dir():
         for p in sorted(tdir.iterdir()):
-            if p.suffix in (".csv", ".md"):
-                tables.setdefault(p.stem, {"csv": None, "md": None})[p.suffix[1:]] = p
+            if p.suffix in (".parquet", ".csv"):
+                tables.setdefault(p.stem, {"parquet": None, "csv": None})[p.suffix[1:]] = p
     fdir = eval_dir / "figures"
     figures = sorted(fdir.glob("*.png")) if fdir.is_dir() else []
     return EvalArtifacts(name=eval_dir.name, directory=eval_dir, metrics=metrics, portfolios=port,
@@ -304,80 +306,25 @@ def hl_returns(portfolios: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------------
-# Stage tables (Markdown as formatted by the stage, CSV as the numeric fallback)
+# Stage tables (numbers; the report formats them with the stage's own formatter)
 
 
-@dataclass
-class StageTable:
-    """A table written by a stage: its caption, cells (strings as the stage formatted them, or
-    numbers from the CSV), notes printed under it, and which rows the stage set in bold."""
-
-    caption: str
-    frame: pd.DataFrame
-    notes: list[str]
-    bold_rows: list[int] = field(default_factory=list)
+def eval_table_kind(stem: str) -> str:
+    """The formatter kind of an evaluation table file stem (``deciles_MOM`` -> ``deciles``)."""
+    return "deciles" if stem.startswith("deciles_") else stem
 
 
-_UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
-
-
-def _md_cells(line: str) -> list[str]:
-    parts = _UNESCAPED_PIPE.split(line.strip())
-    return [c.strip().replace("\\|", "|") for c in parts[1:-1]]
-
-
-def parse_markdown_table(text: str, where: str = "markdown") -> StageTable:
-    """Parse a stage's Markdown table file: an optional ``**caption**`` or ``# caption`` line, one
-    GitHub table (header, ``---`` rule, rows), then note lines (``- `` bullets or paragraphs).
-
-    Cells stay strings (with the stage's stars and units); ``**bold**`` cells are unwrapped and
-    their row index recorded in ``bold_rows``. The first column becomes the index.
-    """
-    lines = text.splitlines()
-    rows_at = [i for i, ln in enumerate(lines) if ln.lstrip().startswith("|")]
-    if len(rows_at) < 2:
-        raise ArtifactError(f"{where}: no Markdown table found")
-    first, last = rows_at[0], rows_at[-1]
-    caption = ""
-    for ln in lines[:first]:
-        t = ln.strip()
-        if t:
-            caption = t.strip("*").lstrip("#").strip()
-    header = _md_cells(lines[first])
-    body = [_md_cells(lines[i]) for i in rows_at[2:]]  # rows_at[1] is the --- rule
-    bold = []
-    clean = []
-    for j, r in enumerate(body):
-        if len(r) != len(header):
-            raise ArtifactError(f"{where}: table row {j + 1} has {len(r)} cells, header has {len(header)}")
-        if any(c.startswith("**") and c.endswith("**") and len(c) > 4 for c in r):
-            bold.append(j)
-        clean.append([c[2:-2].strip() if c.startswith("**") and c.endswith("**") and len(c) > 4 else c
-                      for c in r])
-    frame = pd.DataFrame(clean, columns=header)
-    frame = frame.set_index(header[0])
-    notes = [ln.strip()[2:] if ln.strip().startswith("- ") else ln.strip()
-             for ln in lines[last + 1:] if ln.strip()]
-    return StageTable(caption=caption, frame=frame, notes=notes, bold_rows=bold)
-
-
-def read_csv_table(path: str | Path) -> StageTable:
-    """A stage's numeric CSV table; trailing ``# `` comment lines are its caption and notes."""
-    path = Path(path)
-    comments = [ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")]
-    frame = pd.read_csv(path, comment="#")
-    if len(frame.columns) > 1 and frame[frame.columns[0]].dtype == object:
-        frame = frame.set_index(frame.columns[0])
-    return StageTable(caption=comments[0] if comments else path.stem,
-                      frame=frame, notes=comments[1:])
-
-
-def read_stage_table(md: Path | None, csv: Path | None) -> StageTable | None:
-    """The Markdown form when present (formatted as the stage intends), else the CSV; None if neither."""
-    if md is not None and Path(md).exists():
-        return parse_markdown_table(Path(md).read_text(), where=str(md))
-    if csv is not None and Path(csv).exists():
-        return read_csv_table(csv)
+def read_eval_table(e: EvalArtifacts, stem: str) -> NumericTable | None:
+    """One evaluation table as numbers (``tables/<stem>.parquet``; an evaluation written before
+    those files existed falls back to its numeric CSV); None when the stage wrote neither."""
+    t = e.tables.get(stem) or {}
+    if t.get("parquet") is not None:
+        try:
+            return read_numeric(t["parquet"])
+        except ValueError as err:
+            raise ArtifactError(str(err)) from None
+    if t.get("csv") is not None:
+        return read_csv_numeric(t["csv"], eval_table_kind(stem))
     return None
 
 
@@ -410,23 +357,26 @@ def load_gradcam(cfg: Config) -> GradcamArtifacts | None:
 
 @dataclass
 class AblationArtifacts:
-    """``table``: the paper-layout table (table18.md); ``tidy``: table18.csv (one row per variant,
-    columns group, variant, model, run, members, metric, metric_paper ...)."""
+    """``table``: Table 18 as numbers (table18.parquet, tidy: one row per variant, columns group,
+    variant, model, run, members, metric, metric_paper ...; its notes in the file's metadata)."""
 
     directory: Path
-    table: StageTable | None
-    tidy: pd.DataFrame | None
+    table: NumericTable
 
 
 def load_ablations(cfg: Config) -> AblationArtifacts | None:
-    """Table 18 (md, csv) of the ablations stage; None when neither exists."""
+    """Table 18 of the ablations stage; None when it has not written one. A table written before
+    table18.parquet existed is read from table18.csv (its notes rebuilt from the frame)."""
+    from pipeline.ablations.table import CAPTION, table18_notes
+
     d = paths.ablations_dir(cfg)
-    csv, md = d / "table18.csv", d / "table18.md"
-    if not csv.exists() and not md.exists():
-        return None
-    return AblationArtifacts(directory=d,
-                             table=parse_markdown_table(md.read_text(), str(md)) if md.exists() else None,
-                             tidy=pd.read_csv(csv) if csv.exists() else None)
+    if (d / "table18.parquet").exists():
+        return AblationArtifacts(directory=d, table=read_numeric(d / "table18.parquet"))
+    if (d / "table18.csv").exists():
+        frame = pd.read_csv(d / "table18.csv")
+        return AblationArtifacts(directory=d, table=NumericTable(frame, "table18", CAPTION,
+                                                                 table18_notes(frame)))
+    return None
 
 
 # --------------------------------------------------------------------------------------------------

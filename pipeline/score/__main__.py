@@ -22,7 +22,7 @@ def _extra(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tickers", type=_list, default=None, help="comma-separated tickers to score")
     p.add_argument("--charts", type=_list, default=None, help="comma-separated tickers to draw")
     p.add_argument("--panel", default=None, help="a canonical panel folder to score from")
-    p.add_argument("--source", default=None, help="raw source adapter (stooq, crsp, yahoo, synthetic)")
+    p.add_argument("--source", default=None, help="raw source adapter (stooq, crsp, yahoo, generic, synthetic)")
     p.add_argument("--path", default=None, help="raw files of --source")
 
 

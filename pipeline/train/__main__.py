@@ -6,6 +6,15 @@ from pipeline.cli import run_stage
 
 
 def _body(cfg, args) -> None:  # noqa: ANN001
+    if cfg.transfer.mode != "none":  # a transferred run: copy or re-fit the source's, no training
+        from pipeline.config import ConfigError
+        from pipeline.train.transfer import transfer_run
+
+        if args.model:
+            raise ConfigError(f"--model {args.model} with transfer.mode {cfg.transfer.mode}: the "
+                              "model is the source run's")
+        transfer_run(cfg)
+        return
     from pipeline.train.loop import train_run
 
     train_run(cfg, args.model)

@@ -14,6 +14,10 @@ Selection of the in-sample pool (docs/method.md 3.2, 3.4):
        (:func:`label_window_end`; equals the fixed Dec 24 / Dec 1 / Oct 1 rule of METHOD 3.4 on the
        real trading calendar, see :func:`fixed_cutoff_keep`);
     5. optional deterministic subsample to ``max_train_images`` (seeded by ``cfg.train.seed``).
+For a regression target (``train.target``, METHOD 3.6) the same images are kept (a missing return is
+label 2) and the value learnt is ``pipeline.images.labels.regression_target`` of ``ret_<suffix>``;
+images whose target is still undefined (a vol-adjusted target without a positive EWMA variance)
+are dropped too and counted as ``dropped_target_missing``.
 
 Normalisation: ``x = (img/255 - mean)/std`` with scalar mean/std (population std) of the pool's
 pixels (``norm: insample``), or the reference's per-year statistics of the first 50,000 images of
@@ -31,7 +35,8 @@ import pandas as pd
 import torch
 
 from pipeline.errors import InputError
-from pipeline.config import FREQUENCIES, Config, split_years
+from pipeline.config import FREQUENCIES, Config, is_regression, split_years
+from pipeline.images.labels import regression_target
 from pipeline.images.store import PERIOD_OF_HORIZON, ImageSet, label_suffix
 from pipeline.paths import images_dir
 
@@ -97,7 +102,8 @@ def fixed_cutoff_keep(dates: np.ndarray, horizon: int, last_year: int) -> np.nda
 @dataclass
 class SampleIndex:
     """Rows of an image set used for training: ``years[i]``, ``rows[i]`` (row in that year's
-    file), ``labels[i]`` in {0, 1} (int64, ready for cross-entropy). All arrays (n,)."""
+    file), ``labels[i]``: in {0, 1} (int64, ready for cross-entropy) for the classifier, the
+    regression target (float32, METHOD 3.6) for a regression run. All arrays (n,)."""
 
     years: np.ndarray
     rows: np.ndarray
@@ -158,15 +164,17 @@ def oos_years(cfg: Config, image_set: ImageSet) -> list[int]:
 
 def build_index(image_set: ImageSet, years: list[int], horizon: int, label_return: str = "period",
                 reproduce_nan_as_down: bool = False, last_insample_day: str | None = None,
-                max_images: int | None = None, seed: int = 0) -> SampleIndex:
+                max_images: int | None = None, seed: int = 0, target: str = "class") -> SampleIndex:
     """Index of the training pool over ``years`` (see module docstring for the rules).
 
-    last_insample_day: ISO date; default Dec 31 of the last of ``years``. Returns a SampleIndex
-    sorted by (year, row) with counts of every drop in ``.info``.
+    last_insample_day: ISO date; default Dec 31 of the last of ``years``. target: ``train.target``.
+    Returns a SampleIndex sorted by (year, row) with counts of every drop in ``.info``.
     """
     suffix = label_suffix(horizon, label_return)
+    regression = is_regression(target)
     last_day = np.datetime64(last_insample_day or f"{max(years)}-12-31", "D")
-    tables = {y: image_set.labels(y, columns=["date", "ewma_vol", f"label_{suffix}"]) for y in years}
+    cols = ["date", "ewma_vol", f"label_{suffix}"] + ([f"ret_{suffix}"] if regression else [])
+    tables = {y: image_set.labels(y, columns=cols) for y in years}
     for y, t in tables.items():
         n_img = image_set.count(y)
         if len(t) != n_img:
@@ -177,6 +185,8 @@ def build_index(image_set: ImageSet, years: list[int], horizon: int, label_retur
     ys, rs, ls = [], [], []
     info = {"images": 0, "dropped_label_missing": 0, "missing_as_down": 0, "dropped_ewma_vol_zero": 0,
             "dropped_leakage": 0}
+    if regression:
+        info["dropped_target_missing"] = 0
     for y, t in tables.items():
         keep, lab = select_labels(t, suffix, reproduce_nan_as_down)
         raw = t[f"label_{suffix}"].to_numpy()
@@ -189,6 +199,12 @@ def build_index(image_set: ImageSet, years: list[int], horizon: int, label_retur
             info["dropped_label_missing"] += int(((raw == 2) & ~zero_vol).sum())
         leak_ok = leakage_keep(t["date"].to_numpy().astype("datetime64[D]"), suffix, last_day,
                                period_ends if suffix in PERIOD_SUFFIXES else None)
+        if regression:
+            lab = regression_target(t[f"ret_{suffix}"].to_numpy(), t["ewma_vol"].to_numpy(),
+                                    horizon, target).astype(np.float32)
+            undefined = keep & ~np.isfinite(lab)
+            info["dropped_target_missing"] += int(undefined.sum())
+            keep &= ~undefined
         info["dropped_leakage"] += int((keep & ~leak_ok).sum())
         keep &= leak_ok
         rows = np.flatnonzero(keep)
@@ -213,7 +229,7 @@ def insample_index(cfg: Config) -> tuple[ImageSet, SampleIndex]:
     years = insample_years(cfg, image_set)
     t = cfg.train
     index = build_index(image_set, years, t.horizon, t.label_return, t.reproduce_nan_as_down,
-                        max_images=t.max_train_images, seed=t.seed)
+                        max_images=t.max_train_images, seed=t.seed, target=t.target)
     if len(index) == 0:
         raise InputError(f"no usable in-sample images in {image_set.directory} for years {years}")
     return image_set, index
@@ -314,6 +330,7 @@ def normalise(images_uint8: np.ndarray, mean: float, std: float) -> torch.Tensor
 
 class MemmapImages(torch.utils.data.Dataset):
     """Normalised images + labels of a SampleIndex, read batch-wise from the year memory maps.
+    A regression target is divided by ``norm["target_scale"]`` when the norm holds one.
 
     ``dataset[i]`` -> (x (1,H,W) float32, y int64); ``dataset.__getitems__(list)`` (used by
     DataLoader) -> ((B,1,H,W), (B,)) in one read per year. Memory maps are opened lazily, so the
@@ -365,6 +382,8 @@ class MemmapImages(torch.utils.data.Dataset):
                 m = years == y
                 x[m] = self._luts[int(y)][raw[m]]
         y_lab = self.index.labels[np.asarray(positions, dtype=np.int64)]
+        if "target_scale" in self.norm:  # a regression run learns target / scale (train.loop)
+            y_lab = (y_lab / self.norm["target_scale"]).astype(np.float32)
         return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(np.ascontiguousarray(y_lab))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,7 +5,8 @@
                                                 which pipeline.runs.load_ensemble loads it
 
 Per member i (seed = cfg.train.seed + i): its own random 70/30 split of the in-sample pool and its
-own initialisation; cross-entropy, Adam (lr 1e-5, no weight decay), batch 128 shuffled, at most
+own initialisation; cross-entropy (a regression target, ``train.target``: one output and the mean
+squared error, METHOD 3.6), Adam (lr 1e-5, no weight decay), batch 128 shuffled, at most
 ``epochs`` epochs; after each epoch the validation loss (eval mode) feeds :class:`EarlyStopping`
 (stop when epoch - best_epoch >= patience) and the best weights are restored at the end.
 Every epoch is checkpointed (model, optimizer, early-stopping state, best weights, log), and each
@@ -37,7 +38,8 @@ from torch.nn import functional as F
 from pipeline.errors import InputError
 from pipeline.progress import progress
 from pipeline import paths
-from pipeline.config import PROCESS_SETTINGS, Config, TrainConfig, parse_image_set, save_resolved, section_hash
+from pipeline.config import (PROCESS_SETTINGS, Config, TrainConfig, hash_view, is_regression, model_outputs,
+                             parse_image_set, save_resolved, section_hash)
 from pipeline.images.store import ImageSet
 from pipeline.io import (StaleInputError, atomic_write_bytes, atomic_write_text, folder_lock, is_done,
                          mark_done, marker_path, read_json, remove_stale_temps, require_done, write_json)
@@ -153,10 +155,12 @@ def binary_metrics(tp: float, tn: float, fp: float, fn: float) -> tuple[float, f
 
 def run_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, rt: Runtime, info: ddp.DistInfo,
               optimizer: torch.optim.Optimizer | None = None, scaler: torch.amp.GradScaler | None = None,
-              desc: str = "") -> dict:
+              desc: str = "", regression: bool = False) -> dict:
     """One pass over ``loader``; trains when ``optimizer`` is given (train mode), else evaluates
     (eval mode, no grad). Returns {"loss", "acc", "mcc", "diff", "n", "seconds"} pooled over ranks
-    (loss = mean per-image cross-entropy)."""
+    (loss = mean per-image cross-entropy). ``regression``: the model has one output and the
+    labels are float targets; loss = mean squared error, and acc/mcc/diff judge the signs
+    (predicted up = output > 0, up = target > 0)."""
     training = optimizer is not None
     model.train(training)
     sums = np.zeros(6)  # loss_sum, n, tp, tn, fp, fn
@@ -164,7 +168,7 @@ def run_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, rt: Runtime
     bar = progress(loader, desc=desc, leave=False, disable=not info.is_main, mininterval=2.0)
     with torch.set_grad_enabled(training):
         for x, y in bar:
-            if y.numel() and (int(y.max()) > 1 or int(y.min()) < 0):
+            if not regression and y.numel() and (int(y.max()) > 1 or int(y.min()) < 0):
                 # Label 2 (missing) must have been dropped by the index (METHOD 3.2).
                 raise ValueError(f"label outside {{0, 1}} reached the loss: {sorted(set(y.tolist()))}")
             x = x.to(rt.device, non_blocking=True)
@@ -173,7 +177,10 @@ def run_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, rt: Runtime
             y = y.to(rt.device, non_blocking=True)
             with rt.autocast():
                 logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
+            if regression:
+                loss = F.mse_loss(logits.float()[:, 0], y.float())
+            else:
+                loss = F.cross_entropy(logits.float(), y)
             if training:
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
@@ -184,7 +191,10 @@ def run_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, rt: Runtime
                     loss.backward()
                     optimizer.step()
             with torch.no_grad():
-                pred = logits.argmax(1)
+                if regression:
+                    pred, y = (logits[:, 0] > 0).long(), (y > 0).long()
+                else:
+                    pred = logits.argmax(1)
                 tp = int(((pred == 1) & (y == 1)).sum())
                 tn = int(((pred == 0) & (y == 0)).sum())
                 fp = int(((pred == 1) & (y == 0)).sum())
@@ -209,6 +219,40 @@ def init_head_at_base_rate(model: ChartCNN, labels: np.ndarray) -> None:
     with torch.no_grad():
         lin.weight.zero_()
         lin.bias.copy_(torch.tensor([0.0, base_rate_logit(labels)], dtype=lin.bias.dtype))
+
+
+def target_scale(targets: np.ndarray) -> float:
+    """The in-sample pool's root-mean-square regression target (float; 1.0 for an all-zero pool).
+
+    A regression run learns target / target_scale (saved in norm.json and the model card; the
+    finished member's output layer is multiplied by it, :func:`fold_target_scale`, so best.pt
+    predicts the target itself). The output is thus O(1) while training whatever the target's
+    units: a raw monthly return is a few hundredths, and the learning rates and head of the
+    classifier's recipes, tuned for O(1) logits, would otherwise move the prediction by far more
+    than the target's size in one step. The logged MSE is in units of the pool's mean squared
+    target: 1.0 = predicting zero.
+    """
+    rms = float(np.sqrt(np.mean(np.square(np.asarray(targets, dtype=np.float64))))) if len(targets) else 0.0
+    return rms if rms > 0 else 1.0
+
+
+def fold_target_scale(model: ChartCNN, scale: float) -> None:
+    """Multiply the output layer's weights and bias by ``scale``: a model trained on target / scale
+    then outputs the target in its own units (the same predictions, exactly rescaled)."""
+    lin = model.head[-1]
+    with torch.no_grad():
+        lin.weight.mul_(scale)
+        lin.bias.mul_(scale)
+
+
+def init_head_at_mean(model: ChartCNN, targets: np.ndarray) -> None:
+    """The regression counterpart of :func:`init_head_at_base_rate`: output weights 0 and bias the
+    mean training target, so the first forward pass predicts that mean (initial loss = the
+    targets' variance)."""
+    lin = model.head[-1]
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.bias.fill_(float(np.mean(targets)) if len(targets) else 0.0)
 
 
 def _loader(ds: MemmapImages, sampler, batch: int, workers: int, rt: Runtime) -> torch.utils.data.DataLoader:
@@ -253,9 +297,10 @@ def train_member(t: TrainConfig, model_name: str, image_dir: Path, index: Sample
     """
     info = info or ddp.DistInfo(device=rt.device)
     seed = t.seed + member
+    regression = is_regression(t.target)
     done_hash = settings_hash or "nohash"
     if is_done(member_dir, done_hash):
-        model = load_member_dir(member_dir, model_name).to(rt.device)
+        model = load_member_dir(member_dir, model_name, model_outputs(t.target)).to(rt.device)
         return model, read_json(member_dir / "summary.json")
 
     train_pos, val_pos = split_member(len(index), t.val_fraction, seed)
@@ -273,9 +318,13 @@ def train_member(t: TrainConfig, model_name: str, image_dir: Path, index: Sample
     val_loader = _loader(val_ds, val_sampler, max(per_rank_batch, 512), t.num_workers, rt)
 
     torch.manual_seed(seed)  # the member's initialisation
-    model = create_model(model_name)
+    # The classifier's call is unchanged (tests hook create_model(name)).
+    model = create_model(model_name, n_outputs=1) if regression else create_model(model_name)
     if t.head_init == "base_rate":
-        init_head_at_base_rate(model, train_ds.index.labels)
+        if regression:
+            init_head_at_mean(model, train_ds.index.labels / norm.get("target_scale", 1.0))
+        else:
+            init_head_at_base_rate(model, train_ds.index.labels)
     model = model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -316,9 +365,10 @@ def train_member(t: TrainConfig, model_name: str, image_dir: Path, index: Sample
         sampler.set_epoch(epoch)
         # Dropout randomness per (member, epoch, rank): a resumed epoch replays exactly.
         torch.manual_seed(seed * 100_003 + epoch * 101 + info.rank)
-        tr = run_epoch(net, train_loader, rt, info, optimizer, scaler, desc=f"m{member} e{epoch} train")
+        tr = run_epoch(net, train_loader, rt, info, optimizer, scaler, desc=f"m{member} e{epoch} train",
+                       regression=regression)
         ddp.sync_buffers(net, info)
-        va = run_epoch(net, val_loader, rt, info, desc=f"m{member} e{epoch} val")
+        va = run_epoch(net, val_loader, rt, info, desc=f"m{member} e{epoch} val", regression=regression)
         row = {"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": va["loss"],
                "val_acc": va["acc"], "val_mcc": va["mcc"], "seconds": tr["seconds"] + va["seconds"],
                "images_per_s": tr["n"] / tr["seconds"] if tr["seconds"] > 0 else float("nan"),
@@ -344,6 +394,9 @@ def train_member(t: TrainConfig, model_name: str, image_dir: Path, index: Sample
     ddp.check_replicas(net, info)
     model.load_state_dict(best_state)
     model.eval()
+    if regression:  # best.pt then predicts the target in its own units, for every consumer
+        fold_target_scale(model, norm.get("target_scale", 1.0))
+        best_state = _cpu_state(model)
     best = next(r for r in rows if r["epoch"] == stopper.best_epoch)
     summary = {"member": member, "seed": seed, "model": model_name, "best_epoch": stopper.best_epoch,
                "best_val_loss": stopper.best_loss, "best_val_acc": best["val_acc"],
@@ -407,7 +460,7 @@ def image_set_fingerprint(image_set: ImageSet) -> dict:
 
 def member_hash(t: TrainConfig, rt: Runtime, fingerprint: dict) -> str:
     """Settings that determine a member's weights (not the ensemble size, threads or workers)."""
-    d = {k: v for k, v in dataclasses.asdict(t).items() if k not in _NOT_NUMERIC + ("ensemble",)}
+    d = {k: v for k, v in hash_view("train", t).items() if k not in _NOT_NUMERIC + ("ensemble",)}
     return section_hash(d, {"precision": rt.precision, "device": rt.device.type}, fingerprint)
 
 
@@ -425,8 +478,8 @@ def write_card(rc: Config, run: Path, rt: Runtime, fingerprint: dict, run_hash: 
         calibrations.append(read_json(p) if p.exists() and t.calibration != "none"
                             else {"method": "none", "scale": 1.0, "shift": 0.0})
     return write_model_card(
-        run, model=t.model, spec=model_spec(t.model), image_set=t.image_set, horizon=t.horizon,
-        label_return=t.label_return, norm=read_json(run / "norm.json"), calibrations=calibrations,
+        run, model=t.model, spec=model_spec(t.model, n_outputs=model_outputs(t.target)),
+        image_set=t.image_set, horizon=t.horizon, label_return=t.label_return, target=t.target, norm=read_json(run / "norm.json"), calibrations=calibrations,
         chart={"window": parse_image_set(t.image_set)[0], "ma": rc.images.ma, "volume": rc.images.volume},
         member_hashes=[read_json(marker_path(run / f"member_{i}"))["hash"] for i in range(t.ensemble)],
         train_hash=run_hash, fingerprint=fingerprint, precision=rt.precision)
@@ -544,6 +597,8 @@ def _train_members(rc: Config, run: Path, image_set: ImageSet, index: SampleInde
                  "%d process(es) of %d thread(s)", t.model, t.ensemble, len(left), len(index),
                  rt.device, rt.precision, info.world_size, workers, threads)
     norm = compute_norm(image_set, index, t.norm)
+    if is_regression(t.target):
+        norm["target_scale"] = target_scale(index.labels)
     if info.is_main:
         save_resolved(rc, run)
         write_json(run / "norm.json", norm)
@@ -581,12 +636,13 @@ def _train_members(rc: Config, run: Path, image_set: ImageSet, index: SampleInde
 # Loading
 
 
-def load_member_dir(member_dir: Path, model_name: str) -> ChartCNN:
+def load_member_dir(member_dir: Path, model_name: str, n_outputs: int = 2) -> ChartCNN:
     """A finished member's best weights while its run is being trained (before the run's model
-    card exists); everything after training loads through pipeline.runs.load_ensemble."""
+    card exists); everything after training loads through pipeline.runs.load_ensemble.
+    n_outputs: the output width (pipeline.config.model_outputs of the run's target)."""
     p = Path(member_dir) / "best.pt"
     if not p.exists():
         raise FileNotFoundError(f"no best.pt in {member_dir}: that member has not finished training")
-    model = create_model(model_name)
+    model = create_model(model_name) if n_outputs == 2 else create_model(model_name, n_outputs=n_outputs)
     model.load_state_dict(torch.load(p, map_location="cpu", weights_only=True))
     return model.eval()
