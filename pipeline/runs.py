@@ -182,3 +182,21 @@ def load_ensemble(run_dir: str | Path, members: list[int] | None = None, verify:
             raise ModelArtifactError(f"{run_dir} has {len(card['members'])} members; no member {i}")
     return Ensemble(run_dir, card, [load_weights(run_dir, card["members"][i], spec, verify) for i in idx],
                     idx)
+
+
+def require_current_predictions(run: Path) -> tuple[Path, Path]:
+    """(predictions.parquet, _TRAIN_DONE.json) of a finished run whose predictions are newer than
+    its training; FileNotFoundError or StaleInputError naming the stage to rerun otherwise."""
+    from pipeline.io import StaleInputError, marker_path
+
+    pred_path = run / "predictions.parquet"
+    if not pred_path.exists():
+        raise FileNotFoundError(f"{pred_path} not found: run `make predict` first")
+    train_marker = marker_path(run, "_TRAIN_DONE")
+    if not train_marker.exists():
+        raise FileNotFoundError(f"{run} is not a finished training run: run `make train` first")
+    predicted = marker_path(run, "_PREDICT_DONE")
+    if not predicted.exists() or train_marker.stat().st_mtime_ns > predicted.stat().st_mtime_ns:
+        raise StaleInputError(f"{pred_path} is unfinished or older than the trained run in {run}: "
+                              "run `make predict` again")
+    return pred_path, train_marker

@@ -343,23 +343,12 @@ def _run_gradcam(cfg) -> Path:
                              write_parquet)
     from pipeline.train.data import norm_for_year
     from pipeline.train.ddp import resolve_device
-    from pipeline.runs import load_ensemble
+    from pipeline.runs import load_ensemble, require_current_predictions
     from pipeline.train.loop import set_threads
 
     run = paths.run_dir(cfg)
     out = paths.gradcam_dir(cfg)
-    pred_path = run / "predictions.parquet"
-    if not pred_path.exists():
-        raise FileNotFoundError(f"{pred_path} not found: run `make predict` first")
-    train_marker = marker_path(run, "_TRAIN_DONE")
-    if not train_marker.exists():
-        raise FileNotFoundError(f"{run} is not a finished training run: run `make train` first")
-    predicted = marker_path(run, "_PREDICT_DONE")
-    if not predicted.exists() or train_marker.stat().st_mtime_ns > predicted.stat().st_mtime_ns:
-        from pipeline.io import StaleInputError
-
-        raise StaleInputError(f"{pred_path} is unfinished or older than the trained run in {run}: "
-                              "run `make predict` again")
+    pred_path, train_marker = require_current_predictions(run)
     # The trained run's own settings hash (model, data, seeds) + the predictions' content: threads
     # or device changes alone do not redo the maps.
     settings = section_hash(cfg.gradcam, {"train": read_json(train_marker).get("hash"),

@@ -117,7 +117,7 @@ def _run_interpret(cfg) -> Path:  # noqa: ANN001, C901 - one stage, read top to 
     from pipeline.interpret.scoring import EnsembleScore, predict_p_up, to_pixels
     from pipeline.io import (StaleInputError, atomic_path, is_done, mark_done, marker_path,
                              read_json, write_figure, write_json, write_parquet)
-    from pipeline.runs import load_ensemble
+    from pipeline.runs import load_ensemble, require_current_predictions
     from pipeline.train.data import norm_for_year
     from pipeline.train.ddp import resolve_device
     from pipeline.train.loop import set_threads
@@ -126,16 +126,7 @@ def _run_interpret(cfg) -> Path:  # noqa: ANN001, C901 - one stage, read top to 
     it = cfg.interpret
     run = paths.run_dir(cfg)
     out = paths.interpret_dir(cfg)
-    pred_path = run / "predictions.parquet"
-    if not pred_path.exists():
-        raise FileNotFoundError(f"{pred_path} not found: run `make predict` first")
-    train_marker = marker_path(run, "_TRAIN_DONE")
-    if not train_marker.exists():
-        raise FileNotFoundError(f"{run} is not a finished training run: run `make train` first")
-    predicted = marker_path(run, "_PREDICT_DONE")
-    if not predicted.exists() or train_marker.stat().st_mtime_ns > predicted.stat().st_mtime_ns:
-        raise StaleInputError(f"{pred_path} is unfinished or older than the trained run in {run}: "
-                              "run `make predict` again")
+    pred_path, train_marker = require_current_predictions(run)
     settings = section_hash(it, {"train": read_json(train_marker).get("hash"),
                                  "image_set": cfg.train.image_set, "source": cfg.panel.source,
                                  "predictions": file_digest(pred_path)})
