@@ -315,6 +315,10 @@ class RecoveryConfig:
 class ReportConfig:
     pdf: bool = True
     title: str | None = None
+    # Other experiments (config names or paths) whose extension results this report shows: a
+    # time-scale study (a config with a timescale section) and transfers from this experiment
+    # (configs whose transfer.source_config names it). Each is read from its own artifacts.
+    related: list[str] = field(default_factory=list)
 
 
 @dataclass
