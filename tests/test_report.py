@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report_fixture import REPO, tiny_experiment  # noqa: E402
 
 SECTION_TITLES = ["Overview", "Data", "Chart images", "Training", "Classification and correlations",
-                  "Decile portfolios", "Benchmark strategies", "Grad-CAM", "Ablations (Table 18)",
+                  "Decile portfolios", "Benchmark strategies", "Characteristic correlations (Table 5)",
+                  "Grad-CAM", "Interpretation toolkit (beyond Grad-CAM)", "Ablations (Table 18)",
+                  "Regression on the return (beyond the paper)", "Delayed holding periods (signal decay)",
                   "Comparison with the paper", "Conventions and caveats"]
 DATA_URI = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
@@ -180,7 +182,7 @@ def test_cumulative_hl_is_running_sum_in_percent():
 # Composition on hand-made artifacts
 
 
-def test_empty_experiment_every_section_not_run_one_page_each(tmp_path):
+def test_empty_experiment_every_section_not_run_sections_flow(tmp_path):
     pypdf = pytest.importorskip("pypdf")
     cfg, _ = _config(tmp_path, "empty")
     res = write_report(cfg, config_ref="empty")
@@ -188,19 +190,24 @@ def test_empty_experiment_every_section_not_run_one_page_each(tmp_path):
     assert [s["title"] for s in res.sections] == SECTION_TITLES
     assert status == {"overview": "ok", "data": "not run", "images": "not run", "training": "not run",
                       "metrics": "not run", "portfolios": "not run", "benchmarks": "not run",
-                      "gradcam": "not run", "ablations": "not run", "paper": "not run",
-                      "caveats": "ok"}
+                      "characteristics": "not run", "gradcam": "not run", "interpret": "not run",
+                      "ablations": "not run", "regression": "not run", "delays": "not run",
+                      "paper": "not run", "caveats": "ok"}
     html = res.html.read_text()
     for cmd in ("make panel CONFIG=empty", "make images CONFIG=empty", "make train CONFIG=empty",
                 "make predict evaluate CONFIG=empty", "make gradcam CONFIG=empty",
                 "make ablations CONFIG=empty"):
         assert cmd in html
     assert "data:image/png" not in html
-    # Title page, then every section opens a page and fits on it.
+    # Title page with the contents, then the sections flow: short "not run" sections share pages,
+    # every one appears, numbered and in order.
     reader = pypdf.PdfReader(res.pdf)
-    assert len(reader.pages) == res.pages == 1 + len(SECTION_BUILDERS)
-    for k, title in enumerate(SECTION_TITLES, start=1):
-        assert f"{k}. {title}" in reader.pages[k].extract_text()
+    assert res.pages == len(reader.pages)
+    assert 2 <= res.pages < 1 + len(SECTION_TITLES)
+    assert len(SECTION_TITLES) < len(SECTION_BUILDERS)  # no related experiments: two left out
+    body = " ".join(" ".join(p.extract_text().split()) for p in reader.pages[1:])
+    at = [body.find(f"{k}. {title}") for k, title in enumerate(SECTION_TITLES, start=1)]
+    assert -1 not in at and at == sorted(at), list(zip(SECTION_TITLES, at))
     assert json.loads((res.html.parent / "report.json").read_text())["pages"] == res.pages
     assert (res.html.parent / "config.yaml").exists()
 
@@ -355,6 +362,46 @@ def test_chromium_renders_the_html(tiny, tiny_report, tmp_path):
         assert f'id="{s["id"]}"' in dom.stdout
     # The parsed DOM still holds every embedded image.
     assert dom.stdout.count("data:image/png;base64,") == len(DATA_URI.findall(tiny_report["html"]))
+
+
+MEASURE_JS = """<script>
+window.addEventListener("load", () => {
+  const main = document.querySelector("main") || document.body;
+  const right = main.getBoundingClientRect().right;
+  const out = [];
+  for (const t of document.querySelectorAll("table")) {
+    const r = t.getBoundingClientRect();
+    const wrap = t.closest(".table-wrap");
+    const hidden = wrap ? wrap.scrollWidth - wrap.clientWidth : 0;
+    const sec = t.closest("section");
+    out.push([sec ? sec.id : "", Math.round(r.right - right), hidden].join(":"));
+  }
+  document.body.setAttribute("data-table-overflow", out.join(" "));
+});
+</script>"""
+
+
+def test_chromium_every_table_fits_the_column(tiny, tiny_report, tmp_path):
+    """Measured in a real browser: no table (Table 18 included) reaches past the text column or
+    hides columns behind a horizontal scroll bar, at a laptop's window width."""
+    chromium = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if chromium is None:
+        pytest.skip("no /usr/bin/chromium (Debian: apt-get install chromium) for the headless render")
+    html = tiny_report["html"].replace("</body>", MEASURE_JS + "</body>")
+    page = tmp_path / "measure.html"
+    page.write_text(html)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    found = re.search(r'data-table-overflow="([^"]*)"', dom.stdout)
+    assert found, "the measuring script did not run"
+    rows = [r.split(":") for r in found.group(1).split()]
+    assert any(sid == "ablations" for sid, _, _ in rows), "Table 18 is not in the tiny report"
+    assert len(rows) >= 10
+    bad = [(sid, int(past), int(hidden)) for sid, past, hidden in rows if int(past) > 1 or int(hidden) > 1]
+    assert not bad, f"tables past the column or scrolled (section, px past, px hidden): {bad}"
 
 
 def test_cli_bad_config_exits_2(tmp_path):

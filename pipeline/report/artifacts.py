@@ -328,6 +328,15 @@ def read_eval_table(e: EvalArtifacts, stem: str) -> NumericTable | None:
     return None
 
 
+def formatted_eval_table(e: EvalArtifacts, stem: str) -> tuple[NumericTable, pd.DataFrame] | None:
+    """An evaluation table as numbers and as the evaluation stage's own formatter shows them
+    (pipeline.evaluate.tables.format_table); None if the stage did not write it."""
+    from pipeline.evaluate.tables import format_table
+
+    t = read_eval_table(e, stem)
+    return None if t is None else (t, format_table(t.kind, t.frame, **t.options))
+
+
 # --------------------------------------------------------------------------------------------------
 # Grad-CAM and ablations
 

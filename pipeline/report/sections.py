@@ -23,9 +23,9 @@ from pipeline.ablations.table import TEXT_HEADERS, format_table18
 from pipeline.config import split_years
 from pipeline.evaluate import plots
 from pipeline.evaluate.conventions import conventions_text, frequency_of_horizon, weighting_label
-from pipeline.evaluate.tables import format_table
-from pipeline.report.artifacts import (EvalArtifacts, Experiment, hl_by_run, hl_returns, read_eval_table,
+from pipeline.report.artifacts import (EvalArtifacts, Experiment, formatted_eval_table, hl_by_run, hl_returns,
                                        run_roots)
+from pipeline.report import extensions as ext
 from pipeline.report.blocks import (Section, bullets, cells_block, figure_block, kv, not_run, note,
                                     split_columns, stage_table_block, subhead, table_block, text)
 from pipeline.runs import provenance
@@ -277,12 +277,6 @@ def section_metrics(exp: Experiment, config_ref: str) -> Section:
     return sec
 
 
-def _eval_table(e: EvalArtifacts, stem: str) -> tuple[NumericTable, pd.DataFrame] | None:
-    """An evaluation table as numbers and as the evaluation formatted it; None if not written."""
-    t = read_eval_table(e, stem)
-    return None if t is None else (t, format_table(t.kind, t.frame, **t.options))
-
-
 def _conventions(exp: Experiment) -> str:
     proxy = bool(exp.panel and exp.panel.meta.mktcap_is_proxy)
     return conventions_text(frequency_of_horizon(exp.cfg.train.horizon), proxy,
@@ -360,7 +354,7 @@ def section_portfolios(exp: Experiment, config_ref: str) -> Section:
         sec.status = "not run"
         sec.blocks.append(not_run("evaluate", "predict evaluate", config_ref, "the decile portfolios"))
         return sec
-    t = _eval_table(e, "deciles")
+    t = formatted_eval_table(e, "deciles")
     if t is not None:
         sec.blocks.append(stage_table_block(*t, highlight=("H-L",)))
     else:
@@ -369,7 +363,7 @@ def section_portfolios(exp: Experiment, config_ref: str) -> Section:
     # Net of trading costs, legs, drawdown and the per-year split, as the stage formatted them
     # (absent in evaluations written before they existed).
     for stem in ("net_of_cost", "hl_by_year"):
-        extra = _eval_table(e, stem)
+        extra = formatted_eval_table(e, stem)
         if extra is not None:
             sec.blocks.append(stage_table_block(*extra))
     if e.turnover:
@@ -416,7 +410,7 @@ def section_benchmarks(exp: Experiment, config_ref: str) -> Section:
         sec.blocks.append(not_run("evaluate", "predict evaluate", config_ref, "the benchmark strategies"))
         return sec
     shown = False
-    t = _eval_table(e, "benchmarks")
+    t = formatted_eval_table(e, "benchmarks")
     if t is not None:
         num, cells = t
         parts = split_columns(cells.columns)
@@ -440,7 +434,7 @@ def section_benchmarks(exp: Experiment, config_ref: str) -> Section:
         sec.blocks.append(text("Decile portfolios of each benchmark follow; the conventions are those "
                                "of the CNN's decile table."))
     for stem in bench_stems:
-        bt = _eval_table(e, stem)
+        bt = formatted_eval_table(e, stem)
         if bt is not None:
             sec.blocks.append(stage_table_block(*bt, highlight=("H-L",), notes=False))
     if not shown:
@@ -642,13 +636,16 @@ def section_caveats(exp: Experiment, config_ref: str) -> Section:
 
 
 SECTION_BUILDERS = (section_overview, section_data, section_images, section_training, section_metrics,
-                    section_portfolios, section_benchmarks, section_gradcam, section_ablations,
-                    section_paper, section_caveats)
+                    section_portfolios, section_benchmarks, ext.section_characteristics, section_gradcam,
+                    ext.section_interpret, section_ablations, ext.section_regression, ext.section_delays,
+                    ext.section_timescale, ext.section_transfer, section_paper, section_caveats)
 
 
 def build_sections(exp: Experiment, config_ref: str | None = None) -> list[Section]:
-    """Every section of the report, in order; missing artifacts give "not run" sections."""
+    """Every section of the report, in order; missing artifacts give "not run" sections, and a
+    builder with nothing to say for this experiment (None: no related experiment of its kind) is
+    left out."""
     ref = config_ref or exp.cfg.name
-    return [b(exp, ref) for b in SECTION_BUILDERS]
+    return [s for s in (b(exp, ref) for b in SECTION_BUILDERS) if s is not None]
 
 
