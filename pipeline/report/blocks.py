@@ -45,6 +45,12 @@ class Section:
     status: str = "ok"
     blocks: list[dict] = field(default_factory=list)
 
+    def not_run(self, stage: str, target: str, config_ref: str, what: str) -> Section:
+        """Mark the section "not run", with the make command that produces ``what``; returns it."""
+        self.status = "not run"
+        self.blocks.append(not_run(stage, target, config_ref, what))
+        return self
+
 
 def text(s: str) -> dict:
     return {"kind": "text", "text": s}

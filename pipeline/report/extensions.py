@@ -25,7 +25,7 @@ from pipeline import paths
 from pipeline.config import REGRESSION_TARGETS, Config, ConfigError, image_set_spec, is_regression, load_config
 from pipeline.io import StaleInputError
 from pipeline.report.artifacts import EvalArtifacts, Experiment, formatted_eval_table, hl_returns, load_eval
-from pipeline.report.blocks import Section, figure_block, not_run, note, stage_table_block, table_block, text
+from pipeline.report.blocks import Section, figure_block, note, stage_table_block, table_block, text
 
 TARGETS = ("class", *REGRESSION_TARGETS)  # the classifier first, then the regressions
 TARGET_WORDS = {"class": "classifier: P(up)", "return": "regression: return",
@@ -37,10 +37,8 @@ def section_characteristics(exp: Experiment, config_ref: str) -> Section:
     e = exp.evaluation
     t = formatted_eval_table(e, "characteristics") if e is not None else None
     if t is None:
-        sec.status = "not run"
-        sec.blocks.append(not_run("evaluate", "predict evaluate", config_ref,
-                                  "the characteristic correlations (evaluate.characteristics)"))
-        return sec
+        return sec.not_run("evaluate", "predict evaluate", config_ref,
+                           "the characteristic correlations (evaluate.characteristics)")
     sec.blocks.append(text("What the CNN's signal resembles: on every rebalance date the Spearman "
                            "correlation across stocks of P(up) with each characteristic, averaged "
                            "over dates (docs/method.md section 8)."))
@@ -88,10 +86,8 @@ def section_regression(exp: Experiment, config_ref: str) -> Section:
     sec = Section("regression", "Regression on the return (beyond the paper)")
     evals = target_runs(exp.cfg)
     if not any(is_regression(t) for t in evals):
-        sec.status = "not run"
-        sec.blocks.append(not_run("train", "demo-extensions", config_ref,
-                                  "the regression runs (train.target=return | vol_adjusted_return)"))
-        return sec
+        return sec.not_run("train", "demo-extensions", config_ref,
+                           "the regression runs (train.target=return | vol_adjusted_return)")
     sec.blocks.append(text(
         "The same CNN with one output trained by squared error on the holding-period return, raw or "
         "divided by its ex-ante volatility (docs/method.md 3.6), on the same images and member splits "
@@ -141,10 +137,8 @@ def section_delays(exp: Experiment, config_ref: str) -> Section:
         if p.exists():
             found.append((t, e, pd.read_parquet(p)))
     if not found:
-        sec.status = "not run"
-        sec.blocks.append(not_run("evaluate", "demo-extensions", config_ref,
-                                  "the delayed-return evaluation (evaluate.delays)"))
-        return sec
+        return sec.not_run("evaluate", "demo-extensions", config_ref,
+                           "the delayed-return evaluation (evaluate.delays)")
     sec.blocks.append(text(
         "The same signal with its holding period starting d = 0..5 records after the image date (d = 0 "
         "is the paper's), evaluated with the same decile-portfolio code (docs/method.md 7.1): how fast "
@@ -180,10 +174,8 @@ def section_interpret(exp: Experiment, config_ref: str) -> Section:
     try:
         figs, tables = interpret_outputs(exp.cfg)
     except (StaleInputError, FileNotFoundError):
-        sec.status = "not run"
-        sec.blocks.append(not_run("interpret", "interpret", config_ref,
-                                  "the filters, saliency, occlusion, embedding and robustness maps"))
-        return sec
+        return sec.not_run("interpret", "interpret", config_ref,
+                           "the filters, saliency, occlusion, embedding and robustness maps")
     planted = tables.get("planted_signal.csv")
     if planted is not None and len(planted):
         sec.blocks.append(text(
@@ -252,11 +244,8 @@ def section_timescale(exp: Experiment, config_ref: str) -> Section | None:
                                            "transferred and the trained models by window length.",
                                            "time-scale transfer"))
         shown = True
-    if not shown:
-        sec.status = "not run"
-        sec.blocks.append(not_run("study-timescale", "study-timescale", studies[0].name,
-                                  "the time-scale study"))
-    return sec
+    return sec if shown else sec.not_run("study-timescale", "study-timescale", studies[0].name,
+                                         "the time-scale study")
 
 
 def transfer_rows(cfg: Config) -> pd.DataFrame:
@@ -288,9 +277,7 @@ def section_transfer(exp: Experiment, config_ref: str) -> Section | None:
     sec = Section("transfer", "Other markets and transfer (docs/method.md 6.1)")
     rows = transfer_rows(exp.cfg)
     if rows.empty:
-        sec.status = "not run"
-        sec.blocks.append(not_run("train", "demo-crypto", config_ref, "the transfer experiments"))
-        return sec
+        return sec.not_run("train", "demo-crypto", config_ref, "the transfer experiments")
     sec.blocks.append(text(
         "Another market's images scored by a CNN trained there, by this experiment's CNN unchanged "
         "(direct transfer) and by its convolutions frozen with the final layer re-fitted on the other "

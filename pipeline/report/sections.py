@@ -29,7 +29,6 @@ from pipeline.report import extensions as ext
 from pipeline.report.blocks import (Section, bullets, cells_block, figure_block, kv, not_run, note,
                                     split_columns, stage_table_block, subhead, table_block, text)
 from pipeline.runs import provenance
-from pipeline.tabular import NumericTable
 
 # Human names of metrics.json keys, in display order; other numeric keys follow with their own name.
 METRIC_LABELS = {
@@ -120,9 +119,7 @@ def section_data(exp: Experiment, config_ref: str) -> Section:
     sec = Section("data", "Data")
     p = exp.panel
     if p is None:
-        sec.status = "not run"
-        sec.blocks.append(not_run("panel", "panel", config_ref, "the canonical daily panel"))
-        return sec
+        return sec.not_run("panel", "panel", config_ref, "the canonical daily panel")
     m = p.meta
     items: list[tuple[str, Any]] = [
         ("Source", m.source), ("Records (stock-days)", m.n_rows), ("Stocks", m.n_stocks),
@@ -162,9 +159,7 @@ def section_images(exp: Experiment, config_ref: str) -> Section:
     sec = Section("images", "Chart images")
     built = {k: v for k, v in exp.image_sets.items() if v is not None}
     if not built:
-        sec.status = "not run"
-        sec.blocks.append(not_run("images", "images", config_ref, "the chart images and labels"))
-        return sec
+        return sec.not_run("images", "images", config_ref, "the chart images and labels")
     for name, s in exp.image_sets.items():
         if s is None:
             sec.status = "partial"
@@ -199,9 +194,7 @@ def section_training(exp: Experiment, config_ref: str) -> Section:
     sec = Section("training", "Training")
     r = exp.run
     if r is None:
-        sec.status = "not run"
-        sec.blocks.append(not_run("train", "train", config_ref, f"the {paths.run_name(exp.cfg)} ensemble"))
-        return sec
+        return sec.not_run("train", "train", config_ref, f"the {paths.run_name(exp.cfg)} ensemble")
     best = [ms.get("best_epoch") for ms in r.member_summaries]
     sec.blocks.append(figure_block(
         plots.training_curves(r.member_logs, best),
@@ -239,9 +232,7 @@ def section_metrics(exp: Experiment, config_ref: str) -> Section:
     sec = Section("metrics", "Classification and correlations")
     e = exp.evaluation
     if e is None:
-        sec.status = "not run"
-        sec.blocks.append(not_run("evaluate", "predict evaluate", config_ref, "the evaluation"))
-        return sec
+        return sec.not_run("evaluate", "predict evaluate", config_ref, "the evaluation")
     m = e.metrics
     cls = [(METRIC_LABELS[k], m[k]) for k in CLASSIFICATION_KEYS if k in m]
     if "share_up_pred" in m:
@@ -351,9 +342,7 @@ def section_portfolios(exp: Experiment, config_ref: str) -> Section:
     sec = Section("portfolios", "Decile portfolios")
     e = exp.evaluation
     if e is None:
-        sec.status = "not run"
-        sec.blocks.append(not_run("evaluate", "predict evaluate", config_ref, "the decile portfolios"))
-        return sec
+        return sec.not_run("evaluate", "predict evaluate", config_ref, "the decile portfolios")
     t = formatted_eval_table(e, "deciles")
     if t is not None:
         sec.blocks.append(stage_table_block(*t, highlight=("H-L",)))
@@ -406,9 +395,7 @@ def section_benchmarks(exp: Experiment, config_ref: str) -> Section:
     sec = Section("benchmarks", "Benchmark strategies")
     e = exp.evaluation
     if e is None:
-        sec.status = "not run"
-        sec.blocks.append(not_run("evaluate", "predict evaluate", config_ref, "the benchmark strategies"))
-        return sec
+        return sec.not_run("evaluate", "predict evaluate", config_ref, "the benchmark strategies")
     shown = False
     t = formatted_eval_table(e, "benchmarks")
     if t is not None:
@@ -448,9 +435,7 @@ def section_gradcam(exp: Experiment, config_ref: str) -> Section:
     sec = Section("gradcam", "Grad-CAM")
     g = exp.gradcam
     if g is None:
-        sec.status = "not run"
-        sec.blocks.append(not_run("gradcam", "gradcam", config_ref, "the Grad-CAM maps"))
-        return sec
+        return sec.not_run("gradcam", "gradcam", config_ref, "the Grad-CAM maps")
     year = exp.cfg.gradcam.year
     if g.panel:
         sec.blocks.append(figure_block(
@@ -478,8 +463,7 @@ def section_ablations(exp: Experiment, config_ref: str) -> Section:
     sec = Section("ablations", "Ablations (Table 18)")
     a = exp.ablations
     if a is None:
-        sec.status = "not run"
-        sec.blocks.append(not_run("ablations", "ablations", config_ref, "the Table-18 variants"))
+        sec.not_run("ablations", "ablations", config_ref, "the Table-18 variants")
     else:
         cells, bold, _ = format_table18(a.table.frame)
         cells = cells.set_index(TEXT_HEADERS[0])
@@ -573,9 +557,7 @@ def paper_comparison(exp: Experiment) -> pd.DataFrame | None:
 def section_paper(exp: Experiment, config_ref: str) -> Section:
     sec = Section("paper", "Comparison with the paper")
     if exp.evaluation is None:
-        sec.status = "not run"
-        sec.blocks.append(not_run("evaluate", "predict evaluate", config_ref, "the numbers to compare"))
-        return sec
+        return sec.not_run("evaluate", "predict evaluate", config_ref, "the numbers to compare")
     cmp_df = paper_comparison(exp)
     if cmp_df is not None:
         sec.blocks.append(table_block(cmp_df[["This run", "Paper", "Source"]],
