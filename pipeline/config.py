@@ -8,8 +8,11 @@ section, e.g.::
     train: {ensemble: 2, epochs: 3}
 
 Unknown sections or keys are errors naming the key and the file (nanoGPT's configurator rule), so a
-typo never silently falls back to a default. Command lines may add ``--set train.epochs=2``
-overrides, parsed with the same YAML scalar rules and checked the same way.
+typo never silently falls back to a default. A field with a fixed set of values is annotated
+``Literal[...]`` (``source: Literal["synthetic", "stooq", ...]``): that annotation is the one list
+of its choices, and a value outside it is refused naming the key and the file. Command lines may
+add ``--set train.epochs=2`` overrides, parsed with the same YAML scalar rules and checked the same
+way. Every check that needs only the config runs when it loads (:func:`validate`).
 
 The resolved config is saved beside every artifact (:func:`save_resolved`), so any output can be
 traced back to the exact settings that produced it.
@@ -25,7 +28,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pipeline.errors import InputError
@@ -53,20 +56,20 @@ class SyntheticConfig:
     bayes_samples: int = 2000
     # Trading days: business (Mon-Fri, the default) | daily (every calendar day: a 24/7 market such
     # as a crypto exchange; the generator is otherwise unchanged, one step per calendar day).
-    calendar: str = "business"
+    calendar: Literal["business", "daily"] = "business"
 
 
 @dataclass
 class PanelConfig:
     """Price-panel stage (docs/method.md section 4)."""
 
-    source: str = "synthetic"  # synthetic | stooq | crsp | yahoo | generic
+    source: Literal["synthetic", "stooq", "crsp", "yahoo", "generic"] = "synthetic"
     path: str | None = None  # file or folder of the raw source (not used by synthetic)
     start: str = "1992-06-01"
     end: str = "2019-12-31"
     # Free data: drop tickers containing '_' or '-' (preferreds, warrants, units); METHOD 4.6.
     common_only: bool = True
-    ohlc_errors: str = "repair"  # repair | mask
+    ohlc_errors: Literal["repair", "mask"] = "repair"
     # CRSP filters (METHOD 4.1)
     shrcd: list[int] = field(default_factory=lambda: [10, 11])
     exchcd: list[int] = field(default_factory=lambda: [1, 2, 3])
@@ -104,7 +107,7 @@ class GenericConfig:
     header: list[str] | None = None
     # auto (YYYY-MM-DD or YYYYMMDD, per cell) | iso | yyyymmdd | unix_s | unix_ms | unix_us (epoch
     # timestamps in UTC). A time of day other than midnight is refused: the panel is daily.
-    date_format: str = "auto"
+    date_format: Literal["auto", "iso", "yyyymmdd", "unix_s", "unix_ms", "unix_us"] = "auto"
     # Files read from a panel.path folder (recursively): a glob on the file name; *.csv, *.csv.gz
     # and *.parquet are understood.
     pattern: str = "*.csv"
@@ -127,10 +130,10 @@ class ImagesConfig:
     volume: bool = True
     start_year: int = 1993
     end_year: int = 2019
-    period_ret_mode: str = "strict"  # strict | next_available
-    calendar: str = "panel"  # panel: period ends from the panel's own trading days
+    period_ret_mode: Literal["strict", "next_available"] = "strict"
+    calendar: Literal["panel"] = "panel"  # period ends from the panel's own trading days
     stocks_per_shard: int = 1000
-    executor: str = "local"  # local | dask
+    executor: Literal["local", "dask"] = "local"
     workers: int | None = None  # None: all cores
     dask_scheduler: str | None = None  # address of an existing Dask scheduler, else a local cluster
     contact_sheet_samples: int = 24
@@ -142,9 +145,10 @@ class TrainConfig:
 
     image_set: str = "I20/month"
     model: str = "I20"  # a name in pipeline.models.registry
-    horizon: int = 20  # 5 | 20 | 60: which return is the label
-    label_return: str = "period"  # period (ret_week/month/quarter) | records (ret_5d/20d/60d)
-    split: str = "ssrn"  # ssrn (1993-1999 | 2000-2019) | jf (1993-2000 | 2001-2019) | custom
+    horizon: Literal[5, 20, 60] = 20  # which return is the label (trading days)
+    label_return: Literal["period", "records"] = "period"  # ret_week/month/quarter | ret_5d/20d/60d
+    # ssrn (1993-1999 | 2000-2019), jf (1993-2000 | 2001-2019), custom (the two lists below)
+    split: Literal["ssrn", "jf", "custom"] = "ssrn"
     insample_years: list[int] | None = None  # for split: custom, [first, last]
     test_years: list[int] | None = None  # for split: custom, [first, last]
     ensemble: int = 5
@@ -155,26 +159,26 @@ class TrainConfig:
     # Small-sample recipe variants (the paper's recipe is the default; docs/recovery.md):
     # head_init "base_rate": output layer weights 0 and biases at the training base rate's log-odds,
     # so training starts at P(up) = base rate instead of the large random logits of a Xavier head.
-    head_init: str = "paper"  # paper | base_rate
+    head_init: Literal["paper", "base_rate"] = "paper"
     # Post-hoc calibration of each member's P(up), fitted on its own validation split
     # (pipeline.train.calibration): none (the paper) | temperature | platt.
-    calibration: str = "none"
+    calibration: Literal["none", "temperature", "platt"] = "none"
     # Appended to the run folder's name (runs/<run>-<tag>, pipeline.paths.run_name), so variants of one experiment (the
     # recovery study's recipes and sizes) keep their own models, predictions and evaluations.
     run_tag: str = ""
     batch_size: int = 128
     val_fraction: float = 0.3
     seed: int = 42
-    norm: str = "insample"  # insample | per_year_first50k
+    norm: Literal["insample", "per_year_first50k"] = "insample"
     reproduce_nan_as_down: bool = False
     # What the network learns (METHOD 3.6): "class" (the paper: up/down, two logits, cross-entropy)
     # or a regression on the label's return, one output and a squared-error loss: "return" (the
     # raw return) or "vol_adjusted_return" (the return over its ex-ante EWMA volatility scaled to
     # the horizon). Regression runs are named <run>-reg / <run>-regvol (pipeline.paths.run_name).
-    target: str = "class"
+    target: Literal["class", "return", "vol_adjusted_return"] = "class"
     max_train_images: int | None = None  # subsample the in-sample pool (demo and CPU presets)
-    precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 where the hardware supports it)
-    device: str = "auto"  # auto | cpu | cuda
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where the hardware supports it
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = None  # torch threads per process (None: the cores shared by the processes)
     num_workers: int = 0
     # Members trained (and predicted) at once in separate processes (pipeline.procs): None = for
@@ -194,10 +198,10 @@ PROCESS_SETTINGS = ("threads", "num_workers", "parallel_members")
 class EvaluateConfig:
     """Prediction and evaluation stages (docs/method.md section 7)."""
 
-    weights: list[str] = field(default_factory=lambda: ["ew", "vw"])
+    weights: list[Literal["ew", "vw"]] = field(default_factory=lambda: ["ew", "vw"])
     benchmarks: list[str] = field(default_factory=lambda: ["MOM", "STR", "WSTR", "TREND"])
     top500: bool = False
-    top500_mode: str = "formation"  # formation | annual_june
+    top500_mode: Literal["formation", "annual_june"] = "formation"
     trend_history_days: int = 1000
     predict_batch_size: int = 1024
     # Trading cost per side in basis points, charged on the H-L portfolio's turnover for its
@@ -218,12 +222,13 @@ class GradcamConfig:
 
     year: int | None = None  # None: the last test year
     n_per_side: int = 10
-    layer_point: str = "pre_pool"  # pre_pool | post_pool
-    members: str = "first"  # first | all
+    layer_point: Literal["pre_pool", "post_pool"] = "pre_pool"
+    members: Literal["first", "all"] = "first"
     average_samples: int = 2000
 
 
-INTERPRET_METHODS = ("filters", "saliency", "occlusion", "embedding", "class_model", "robustness")
+InterpretMethod = Literal["filters", "saliency", "occlusion", "embedding", "class_model", "robustness"]
+INTERPRET_METHODS: tuple[str, ...] = typing.get_args(InterpretMethod)
 
 
 @dataclass
@@ -234,8 +239,8 @@ class InterpretConfig:
     image's units, 0 (background) to 255 (ink)."""
 
     year: int | None = None  # None: the last test year with predictions and images
-    members: str = "all"  # first | all: which members' calibrated P(up) is explained
-    methods: list[str] = field(default_factory=lambda: list(INTERPRET_METHODS))
+    members: Literal["first", "all"] = "all"  # which members' calibrated P(up) is explained
+    methods: list[InterpretMethod] = field(default_factory=lambda: list(INTERPRET_METHODS))
     n_images: int = 100  # test images for saliency, the embedding and the planted-signal measure
     last_days: int = 5  # width (days) of the "last bars" region (the planted reversal: 5 closes)
     surge_quantile: float = 0.8  # surge days: |planted surge x direction| above this quantile
@@ -260,8 +265,9 @@ class TransferConfig:
     docs/method.md section 6.1): ``make train`` then copies (direct) or re-fits the head of (head)
     the source run instead of training, and predict/evaluate/report run as usual."""
 
-    mode: str = "none"  # none | direct (the source's ensemble unchanged) | head (frozen convolutions,
-    # each member's final linear layer re-initialised and fitted on this experiment's in-sample images)
+    # none | direct (the source's ensemble unchanged) | head (frozen convolutions, each member's
+    # final linear layer re-initialised and fitted on this experiment's in-sample images)
+    mode: Literal["none", "direct", "head"] = "none"
     # The source experiment: a config (shipped name or path) whose run is taken from
     # <data_dir>/<its name>/runs/ (this config's data_dir); or leave it unset and give source_run.
     source_config: str | None = None
@@ -308,7 +314,7 @@ class RecoveryConfig:
     pool_sizes: list[int] = field(default_factory=lambda: [5000, 20000, 60000, 145000])
     recipes: list[str] = field(default_factory=lambda: ["paper", "fast"])  # pipeline.train.recipes
     # Fitted after training on each member's validation split: rows are reported raw and calibrated.
-    calibration: str = "platt"
+    calibration: Literal["temperature", "platt"] = "platt"
 
 
 @dataclass
@@ -361,9 +367,29 @@ def _resolve_config_path(path: str | Path) -> Path:
     raise ConfigError(f"config file not found: {path}")
 
 
+def _choice_error(where: str, value: Any, choices: tuple) -> ConfigError:
+    """The one message for a value outside a ``Literal[...]`` field's choices."""
+    return ConfigError(f"{where} is {value!r}; choose one of {list(choices)}")
+
+
+def _is_choice(value: Any, choices: tuple) -> bool:
+    """``value`` is one of ``choices`` with the same type (so True is not the choice 1, 20.0 not 20)."""
+    return any(type(value) is type(c) and value == c for c in choices)
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the dataclass field type ``tp``; ints are accepted for floats."""
+    """Check ``value`` against the dataclass field type ``tp``; ints are accepted for floats, and a
+    ``Literal[...]`` field takes one of its values (read by the rules of their type, str or int)."""
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        kinds = {type(c) for c in choices}
+        if len(kinds) != 1:  # pragma: no cover - a definition error, caught by the config tests
+            raise TypeError(f"{where}: a Literal field must list values of one type, got {choices}")
+        v = _coerce(value, kinds.pop(), where)
+        if not _is_choice(v, choices):
+            raise _choice_error(where, v, choices)
+        return v
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -485,38 +511,43 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
-_CHOICES = {
-    "panel.source": ("synthetic", "stooq", "crsp", "yahoo", "generic"),
-    "synthetic.calendar": ("business", "daily"),
-    "generic.date_format": ("auto", "iso", "yyyymmdd", "unix_s", "unix_ms", "unix_us"),
-    "transfer.mode": ("none", "direct", "head"),
-    "panel.ohlc_errors": ("repair", "mask"),
-    "images.period_ret_mode": ("strict", "next_available"),
-    "images.executor": ("local", "dask"),
-    "images.calendar": ("panel",),
-    "train.label_return": ("period", "records"),
-    "train.split": ("ssrn", "jf", "custom"),
-    "train.norm": ("insample", "per_year_first50k"),
-    "train.head_init": ("paper", "base_rate"),
-    "train.calibration": ("none", "temperature", "platt"),
-    "train.target": ("class", "return", "vol_adjusted_return"),
-    "recovery.calibration": ("temperature", "platt"),
-    "train.precision": ("auto", "bf16", "fp32"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "train.horizon": (5, 20, 60),
-    "evaluate.top500_mode": ("formation", "annual_june"),
-    "gradcam.layer_point": ("pre_pool", "post_pool"),
-    "gradcam.members": ("first", "all"),
-    "interpret.members": ("first", "all"),
-}
+def _check_choices(obj: Any, prefix: str = "") -> None:
+    """ConfigError unless every ``Literal[...]`` field of the dataclass ``obj`` and of its nested
+    sections (also inside ``list[...]`` and ``... | None``) holds one of its values. The allowed
+    values are read from the annotations, so a new Literal field is checked with no list to update.
+    Values read from a file or override were already checked by :func:`_coerce` (naming the file);
+    this also catches a value set in code before :func:`validate`."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_choices(value, f"{prefix}{f.name}.")
+        else:
+            _check_choice(value, hints[f.name], f"'{prefix}{f.name}'")
+
+
+def _check_choice(value: Any, tp: Any, where: str) -> None:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if not _is_choice(value, choices):
+            raise _choice_error(where, value, choices)
+    elif origin is list and isinstance(value, list):
+        (item_tp,) = typing.get_args(tp)
+        for i, v in enumerate(value):
+            _check_choice(v, item_tp, f"{where}[{i}]")
+    elif origin in (typing.Union, types.UnionType) and value is not None:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:  # X | None; no field is a union of several types holding a Literal
+            _check_choice(value, args[0], where)
 
 
 def validate(cfg: Config) -> None:
-    for dotted, choices in _CHOICES.items():
-        section, key = dotted.split(".")
-        value = getattr(getattr(cfg, section), key)
-        if value not in choices:
-            raise ConfigError(f"'{dotted}' is {value!r}; choose one of {list(choices)}")
+    """Every check of a loaded config that needs nothing but the config (:func:`load_config` calls
+    it after the file and the overrides): the choices of the Literal fields, then the ranges and
+    the settings that must agree with each other. ConfigError naming the key(s) otherwise."""
+    _check_choices(cfg)
+    _validate_dates(cfg)
     for s in cfg.images.sets:
         parse_image_set(s)
     parse_image_set(cfg.train.image_set)
@@ -524,19 +555,12 @@ def validate(cfg: Config) -> None:
     tag = cfg.train.run_tag
     if tag and not all(ch.isalnum() or ch in "-_." for ch in tag):
         raise ConfigError(f"'train.run_tag' is {tag!r}: use letters, digits, '-', '_' or '.' only")
-    for section in (cfg.panel, cfg.synthetic):
-        if str(section.start) > str(section.end):  # ISO dates compare as text
-            name = "panel" if section is cfg.panel else "synthetic"
-            raise ConfigError(f"'{name}.start' {section.start} is after '{name}.end' {section.end}")
     for key in ("threads", "parallel_members"):
         v = getattr(cfg.train, key)
         if v is not None and v < 1:
             raise ConfigError(f"'train.{key}' is {v}; use a positive number or leave it unset")
     if cfg.train.split == "custom" and not (cfg.train.insample_years and cfg.train.test_years):
         raise ConfigError("train.split: custom needs train.insample_years and train.test_years")
-    for w in cfg.evaluate.weights:
-        if w not in ("ew", "vw"):
-            raise ConfigError(f"'evaluate.weights' entry {w!r}; choose from ['ew', 'vw']")
     c = cfg.evaluate.cost_bps
     if not (c >= 0 and c != float("inf")):  # also refuses NaN
         raise ConfigError(f"'evaluate.cost_bps' is {c!r}; use a finite cost per side >= 0 (basis points)")
@@ -561,6 +585,62 @@ def validate(cfg: Config) -> None:
     _validate_interpret(cfg)
     _validate_generic(cfg)
     _validate_transfer(cfg)
+    check_ablations(cfg)
+    _validate_recovery(cfg)
+
+
+def _validate_dates(cfg: Config) -> None:
+    """panel.start/end and synthetic.start/end are dates (as pandas reads them), start <= end."""
+    import pandas as pd
+
+    for name in ("panel", "synthetic"):
+        section = getattr(cfg, name)
+        days = {}
+        for key in ("start", "end"):
+            v = getattr(section, key)
+            try:
+                days[key] = pd.Timestamp(v)
+            except (ValueError, TypeError):
+                days[key] = pd.NaT
+            if pd.isna(days[key]):  # an empty text reads as NaT without an error
+                raise ConfigError(f"{name}.{key} = {v!r} is not a date (use YYYY-MM-DD)")
+            if days[key].tzinfo is not None:  # a day with a zone compares with one without
+                days[key] = days[key].tz_localize(None)
+        if days["start"] > days["end"]:
+            raise ConfigError(f"'{name}.start' {section.start} is after '{name}.end' {section.end}")
+
+
+def check_ablations(cfg: Config) -> None:
+    """The ablations section's ranges: ensemble >= 1, max_train_images >= 10, test_years [first,
+    last] within the test years of train.split. :func:`validate` runs it at load and
+    ``pipeline.ablations.core.ablation_config`` again on the config it is handed. (Variant names
+    are checked against the model registry by ``ablation_models``, which imports the models.)"""
+    a = cfg.ablations
+    if a.ensemble is not None and a.ensemble < 1:
+        raise ConfigError(f"'ablations.ensemble' must be >= 1, got {a.ensemble}")
+    if a.test_years is not None:
+        test = split_years(cfg.train)[1]
+        years = a.test_years
+        if len(years) != 2 or not test[0] <= years[0] <= years[1] <= test[1]:
+            raise ConfigError(f"'ablations.test_years' must be [first, last] within the test years "
+                              f"{list(test)} of split {cfg.train.split}, got {years}")
+    if a.max_train_images is not None and a.max_train_images < 10:
+        raise ConfigError(f"'ablations.max_train_images' must be >= 10, got {a.max_train_images}")
+
+
+def _validate_recovery(cfg: Config) -> None:
+    """The recovery study's pool sizes (>= 10 images each, at least one) and recipes (at least one,
+    each a name in pipeline.train.recipes.RECIPES)."""
+    from pipeline.train.recipes import RECIPES  # imports this module: loaded here, not at the top
+
+    r = cfg.recovery
+    if not r.pool_sizes or min(r.pool_sizes) < 10:
+        raise ConfigError(f"'recovery.pool_sizes' must list sizes >= 10, got {r.pool_sizes}")
+    if not r.recipes:
+        raise ConfigError("'recovery.recipes' is empty")
+    bad = [name for name in r.recipes if name not in RECIPES]
+    if bad:
+        raise ConfigError(f"'recovery.recipes' has unknown recipe(s) {bad}; choose from {sorted(RECIPES)}")
 
 
 # Training targets (METHOD 3.6): the classifier of the paper and the regressions on the return.
@@ -701,9 +781,6 @@ def check_transfer_fits(source: dict, cfg: Config, where: str) -> None:
 def _validate_interpret(cfg: Config) -> None:
     """The interpret section's ranges, and the settings it must agree with (train.image_set)."""
     it = cfg.interpret
-    for m in it.methods:
-        if m not in INTERPRET_METHODS:
-            raise ConfigError(f"'interpret.methods' entry {m!r}; choose from {list(INTERPRET_METHODS)}")
     if len(set(it.methods)) != len(it.methods) or not it.methods:
         raise ConfigError(f"'interpret.methods' is {it.methods}: list each method once, at least one")
     for key in ("n_images", "occlusion_images", "robustness_images", "class_model_steps",
@@ -827,7 +904,7 @@ def _validate_image_sets(cfg: Config) -> None:
         a, b = np.datetime64(start, "D"), np.datetime64(last, "D") + 1
         weekdays = int((b - a) // np.timedelta64(1, "D")) if every_day else int(np.busday_count(a, b))
     except ValueError:
-        weekdays = None  # a malformed date: the panel stage names it
+        weekdays = None  # a date pandas reads but numpy does not ('2019/06/01'): no bound here
     ts = cfg.timescale
     # Only the sets this config draws or trains on: the time-scale study's sets are checked when
     # the study builds them (they are defaults every config carries).

@@ -1,14 +1,17 @@
-"""Atomic artifact writing and stage completion markers.
+"""Atomic artifact writing, stage completion markers and input stamps.
 
 Every artifact is written to a temporary file in the destination folder and renamed into place, so
 an interrupted run never leaves a half-written file under the final name. A stage (or one task of a
 stage) records completion with a small JSON marker holding the hash of the settings it ran with;
-a rerun with the same hash skips the work, a different hash redoes it.
+a rerun with the same hash skips the work, a different hash redoes it. An input file that is not a
+marked folder (a run's predictions.parquet) enters that hash as its :func:`input_stamp`, so a
+changed input redoes the stage and an unchanged one does not.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -19,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pipeline.errors import InputError
-
 
 
 @contextlib.contextmanager
@@ -120,6 +122,35 @@ def is_done(directory: str | Path, settings_hash: str, name: str = "_DONE") -> b
 
 def mark_done(directory: str | Path, settings_hash: str, name: str = "_DONE", **info: Any) -> None:
     write_json(marker_path(directory, name), {"hash": settings_hash, **info})
+
+
+# --------------------------------------------------------------------------------------------------
+# What identifies an input file
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 (64 hex digits) of the file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def input_stamp(path: str | Path) -> dict:
+    """What identifies an input file for the settings hash (and marker) of a stage that reads it:
+    ``{"bytes": size, "sha256": 64 hex digits of its content}``.
+
+    The one rule for an input that is a file rather than a marked folder (folders are identified
+    by their completion marker's hash, :func:`require_done`): its content, not its modification
+    time, so a copied, restored or rewritten-but-identical file keeps the stage current and any
+    changed byte (a re-prediction) redoes it. Reads the whole file (a few seconds per GB).
+    FileNotFoundError naming ``path`` when it is missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: no input to stamp")
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ or a card of another format version, is refused with a message naming the file.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import platform
 import subprocess
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import InputError
-from pipeline.io import read_json, write_json
+from pipeline.io import read_json, sha256_file, write_json  # sha256_file re-exported (train.transfer)
 from pipeline.models.cnn import ChartCNN, ModelSpec
 
 MODEL_CARD = "model.json"
@@ -38,14 +37,6 @@ FORMAT = 1  # bump when the card's meaning changes; older cards are refused, not
 
 class ModelArtifactError(InputError):
     """A run's model card or weights are missing, of another format, or do not match each other."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def provenance() -> dict:

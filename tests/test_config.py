@@ -134,3 +134,128 @@ def test_cli_one_line_for_input_errors_traceback_for_bugs(capsys):
     assert capsys.readouterr().err.strip() == "error: data/x/panel is missing: run `make panel` first"
     with pytest.raises(ValueError, match="broadcast"):  # not turned into a user error
         run_stage("t", bug, argv=[])
+
+
+# --------------------------------------------------------------------------------------------------
+# Choices: Literal[...] annotations are the one statement of a field's allowed values
+
+
+def literal_fields() -> list[tuple[str, tuple]]:
+    """("section.key", choices) of every Literal field (inside list[...] too) of every section."""
+    import dataclasses
+    import typing
+
+    out = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, f"{prefix}{f.name}.")
+                continue
+            if typing.get_origin(tp) is list:
+                tp = typing.get_args(tp)[0]
+            if typing.get_origin(tp) is typing.Literal:
+                out.append((f"{prefix}{f.name}", typing.get_args(tp)))
+
+    walk(Config, "")
+    return out
+
+
+def test_literal_fields_cover_the_choices_and_their_defaults_are_choices():
+    fields = dict(literal_fields())
+    assert fields["panel.source"] == ("synthetic", "stooq", "crsp", "yahoo", "generic")
+    assert fields["train.horizon"] == (5, 20, 60)
+    assert {"synthetic.calendar", "generic.date_format", "transfer.mode", "images.executor",
+            "train.calibration", "recovery.calibration", "gradcam.layer_point", "interpret.members",
+            "evaluate.weights", "interpret.methods"} <= set(fields)
+    assert len(fields) >= 24
+    load_config()  # every default passes validation, so each default is one of its choices
+
+
+def test_other_statements_of_the_choices_agree_with_the_annotations():
+    from pipeline.config import HORIZON_FREQUENCY, INTERPRET_METHODS, REGRESSION_TARGETS
+
+    fields = dict(literal_fields())
+    assert set(fields["train.horizon"]) == set(HORIZON_FREQUENCY)
+    assert fields["train.target"] == ("class", *REGRESSION_TARGETS)
+    assert fields["interpret.methods"] == INTERPRET_METHODS
+
+
+@pytest.mark.parametrize("dotted, choices", literal_fields())
+def test_every_literal_field_refuses_other_values_naming_the_override(dotted, choices):
+    bad = 7 if isinstance(choices[0], int) else "not-a-choice"
+    value = f"[{bad}]" if dotted in ("evaluate.weights", "interpret.methods") else str(bad)
+    override = f"{dotted}={value}"
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    key = f"'{dotted}'[0]" if value.startswith("[") else f"'{dotted}'"
+    assert str(e.value) == f"override '{override}': {key} is {bad!r}; choose one of {list(choices)}"
+
+
+def test_a_bad_choice_names_the_file_and_a_choice_is_read_by_its_type(tmp_path):
+    p = write(tmp_path, "panel: {source: bloomberg}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == (f"{p}: 'panel.source' is 'bloomberg'; choose one of "
+                            "['synthetic', 'stooq', 'crsp', 'yahoo', 'generic']")
+    assert load_config(None, ["train.horizon=5", "train.image_set=I20/week"]).train.horizon == 5
+    for text in ('train: {horizon: "20"}\n', "train: {horizon: true}\n", "train: {horizon: 20.0}\n"):
+        with pytest.raises(ConfigError, match="'train.horizon': expected an integer"):
+            load_config(write(tmp_path, text))
+
+
+def test_validate_checks_choices_set_in_code():
+    from pipeline.config import validate
+
+    cfg = load_config()
+    cfg.train.split = "weekly"
+    with pytest.raises(ConfigError, match=r"^'train.split' is 'weekly'; choose one of \['ssrn', 'jf', 'custom'\]$"):
+        validate(cfg)
+    cfg = load_config()
+    cfg.train.horizon = 20.0  # equal to 20 but not the integer choice
+    with pytest.raises(ConfigError, match=r"'train.horizon' is 20.0"):
+        validate(cfg)
+    cfg = load_config()
+    cfg.evaluate.weights = ["ew", "cap"]
+    with pytest.raises(ConfigError, match=r"'evaluate.weights'\[1\] is 'cap'; choose one of \['ew', 'vw'\]"):
+        validate(cfg)
+    cfg = load_config()
+    cfg.generic.columns.ticker = "symbol"  # nested sections are walked (no Literal there: fine)
+    validate(cfg)
+
+
+# Settings hashes that mark finished artifacts, for the default config (computed before the choices
+# became Literal annotations): a change here redoes every user's panels, runs and evaluations.
+# A new setting keeps them by staying out of the hash at its default (HASH_NEUTRAL_DEFAULTS).
+DEFAULT_HASHES = {"synthetic": "a11bff23d1f7708c", "panel": "d59bb99ca4c916f2",
+                  "train": "bf98278122b03747", "evaluate": "fbddc4fd21d94f03",
+                  "gradcam": "dd4b09c2a8b00ead", "interpret": "0340cbd62ea26314"}
+
+
+def test_default_settings_hashes_are_stable():
+    cfg = load_config()
+    assert {k: section_hash(getattr(cfg, k)) for k in DEFAULT_HASHES} == DEFAULT_HASHES
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks that need only the config run when it loads
+
+
+@pytest.mark.parametrize("override, message", [
+    ("panel.end=end of 2019", "panel.end = 'end of 2019' is not a date (use YYYY-MM-DD)"),
+    ("synthetic.start=''", "synthetic.start = '' is not a date (use YYYY-MM-DD)"),
+    ("panel.start=2020-06-01", "'panel.start' 2020-06-01 is after 'panel.end' 2019-12-31"),
+    ("ablations.ensemble=0", "'ablations.ensemble' must be >= 1, got 0"),
+    ("ablations.max_train_images=5", "'ablations.max_train_images' must be >= 10, got 5"),
+    ("ablations.test_years=[1999, 2005]", "'ablations.test_years' must be [first, last] within the "
+                                          "test years [2000, 2019] of split ssrn, got [1999, 2005]"),
+    ("recovery.pool_sizes=[5000, 9]", "'recovery.pool_sizes' must list sizes >= 10, got [5000, 9]"),
+    ("recovery.recipes=[]", "'recovery.recipes' is empty"),
+    ("recovery.recipes=[fast, magic]", "'recovery.recipes' has unknown recipe(s) ['magic']"),
+])
+def test_config_only_checks_run_at_load(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert message in str(e.value)

@@ -167,3 +167,45 @@ def test_refuses_a_stale_panel_and_predictions_older_than_the_run(tmp_path):
     marker_path(paths.panel_dir(cfg)).unlink()
     with pytest.raises(StaleInputError, match="the panel in .* is missing or unfinished"):
         evaluate_run(cfg)
+
+
+def test_provenance_beside_the_evaluation_and_compute_without_io(tmp_path):
+    """evaluate writes provenance.json (not hashed: a rerun skips); the computation and formatting
+    run on frames alone and give exactly the metrics and the set of files the stage writes."""
+    from pipeline.evaluate.core import compute, eval_spec, metrics_dict, read_inputs
+    from pipeline.evaluate.outputs import format_outputs
+    from pipeline.panel.store import read_meta
+
+    cfg, pred = _experiment(tmp_path, n_stocks=12, **{"evaluate.benchmarks": "[MOM]",
+                                                      "evaluate.characteristics": "false"})
+    pred.insert(1, "ticker", "T" + pred["stock_id"].astype(str))  # as make predict writes them
+    write_parquet(paths.run_dir(cfg) / "predictions.parquet", pred)
+    m = evaluate_run(cfg)
+    out = paths.eval_dir(cfg)
+    prov = read_json(out / "provenance.json")
+    assert set(prov) == {"stage", "run", "inputs", "commit", "uncommitted_changes", "python", "torch",
+                         "numpy", "pandas", "platform", "processor", "cores", "cuda_device"}
+    assert prov["stage"] == "evaluate" and prov["run"] == m["run"] == "I20_R20"
+    assert prov["inputs"] == {"predictions": str((paths.run_dir(cfg) / "predictions.parquet").resolve()),
+                              "panel": str(paths.panel_dir(cfg).resolve())}
+    def stamps() -> dict:  # every artifact (the folder lock is rewritten by each run)
+        return {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+
+    before = stamps()
+    assert evaluate_run(cfg) == m  # skipped: provenance is not part of the settings hash
+    assert stamps() == before
+
+    spec = eval_spec(cfg)
+    inputs = read_inputs(spec, paths.run_dir(cfg) / "predictions.parquet", paths.panel_dir(cfg),
+                         read_meta(paths.panel_dir(cfg)))
+    ev = compute(cfg, spec, inputs)
+    again = metrics_dict(spec, ev, seconds=m["seconds"])
+    assert again == m
+    files = format_outputs(spec, ev, again)
+    written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    expected = ({"metrics.json", "provenance.json", "config.yaml", "_DONE.json", ".lock"}
+                | set(files.parquet) | set(files.json) | set(files.text) | set(files.figures)
+                | {f"{b}.{ext}" for b in files.tables for ext in ("csv", "md", "tex", "parquet")})
+    assert written == expected
+    assert set(files.tables) == {"tables/deciles", "tables/deciles_MOM", "tables/benchmarks",
+                                 "tables/net_of_cost", "tables/hl_by_year"}

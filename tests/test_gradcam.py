@@ -240,6 +240,76 @@ def test_ensemble_grad_cam() -> None:
         ensemble_grad_cam([], x)
 
 
+class RegressionNet(nn.Module):
+    """A one-output TinyNet (a regression run's head, METHOD 3.6) and, with ``as_logits``, the same
+    network written as a classifier whose logits are (-o, o): Grad-CAM of class 1 / class 0 of the
+    one-output model must be that of +o / -o."""
+
+    def __init__(self, seed: int, as_logits: bool = False, bias: float = 0.0) -> None:
+        super().__init__()
+        base = tiny_net(seed)
+        self.blocks = base.blocks
+        lin = nn.Linear(4 * 2 * 6, 1).double()
+        torch.manual_seed(seed + 100)
+        nn.init.normal_(lin.weight, 0.0, 0.3)
+        lin.bias.data.fill_(bias)
+        layers = [nn.Flatten(), nn.Dropout(0.5), lin] + ([MinusAndPlus()] if as_logits else [])
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for b in self.blocks:
+            x = b(x)
+        return self.head(x)
+
+
+class MinusAndPlus(nn.Module):
+    """(N, 1) -> (N, 2) logits (-o, o)."""
+
+    def forward(self, o: torch.Tensor) -> torch.Tensor:
+        return torch.cat([-o, o], dim=1)
+
+
+def test_grad_cam_of_a_regression_output_raises_and_lowers_the_prediction() -> None:
+    reg = RegressionNet(4, bias=-1.2)
+    twin = RegressionNet(4, as_logits=True, bias=-1.2)
+    torch.manual_seed(3)
+    x = torch.randn(6, 1, 7, 6, dtype=torch.float64)
+    with torch.no_grad():
+        out = reg.eval()(x)[:, 0]
+    assert (out > 0).any() and (out <= 0).any()  # both predicted sides occur
+    for c in (0, 1):
+        got = grad_cam(reg, x, target=c)
+        for m, r in zip(got, reference_cam(twin, x, "pre_pool", target=c)):
+            np.testing.assert_allclose(m, r, atol=2e-6)
+    # "up" and "down" explain opposite directions: not the same maps
+    assert not np.allclose(grad_cam(reg, x, target=1)[1], grad_cam(reg, x, target=0)[1])
+    # No target: each image's predicted side, up where the prediction is above 0
+    side = (out > 0).long()
+    for m, r in zip(grad_cam(reg, x), grad_cam(reg, x, target=side)):
+        np.testing.assert_array_equal(m, r)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        grad_cam(reg, x, target=2)
+
+
+def test_ensemble_predicted_class_of_regression_members_is_the_sign_of_their_mean() -> None:
+    from pipeline.gradcam.core import ensemble_predicted_class
+
+    torch.manual_seed(5)
+    x = torch.randn(8, 1, 7, 6, dtype=torch.float64)
+    a, b = RegressionNet(1, bias=0.2), RegressionNet(2, bias=-0.1)
+    with torch.no_grad():
+        mean = (a.eval()(x) + b.eval()(x))[:, 0] / 2
+    np.testing.assert_array_equal(ensemble_predicted_class([a, b], x).numpy(), (mean > 0).long().numpy())
+    # all members above 0 everywhere: every image is predicted up
+    hi = [RegressionNet(1, bias=50.0), RegressionNet(2, bias=50.0)]
+    assert bool((ensemble_predicted_class(hi, x) == 1).all())
+    # ... yet a "down" map (target 0) still explains what lowers the prediction
+    for m, r in zip(ensemble_grad_cam(hi, x, target=0),
+                    ensemble_grad_cam([RegressionNet(1, True, 50.0), RegressionNet(2, True, 50.0)], x,
+                                      target=0)):
+        np.testing.assert_allclose(m, r, atol=1e-6)
+
+
 # --------------------------------------------------------------------------------------------------
 # Selection and averaging helpers
 
@@ -312,6 +382,23 @@ def test_gradcam_panel_axes() -> None:
         gradcam_panel(imgs, maps, ["up"] * (2 * n), rng.random(2 * n))
     with pytest.raises(ValueError, match="layer 1"):
         gradcam_panel(imgs, [m[:, :10] for m in maps], ["up"] * n + ["down"] * n, rng.random(2 * n))
+
+
+def test_gradcam_panel_captions_for_a_regression_run() -> None:
+    rng = np.random.default_rng(2)
+    imgs = rng.integers(0, 2, (4, 32, 15), dtype=np.uint8) * 255
+    maps = [rng.random((4, 32, 15)).astype(np.float32)]
+    pred = np.array([0.0312, 0.0101, 0.0042, -0.0213])
+    fig = gradcam_panel(imgs, maps, ["up", "up", "down", "down"], pred, regression=True)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["prediction=+0.0312", "prediction=+0.0101", "prediction=+0.0042",
+                      "prediction=-0.0213"]
+    heads = [sf._suptitle.get_text() for sf in fig.subfigs]
+    assert heads == ['"up": 2 highest-prediction images (maps: what raises the prediction)',
+                     '"down": 2 lowest-prediction images (maps: what lowers the prediction)']
+    cls = gradcam_panel(imgs, maps, ["up", "up", "down", "down"], [0.7, 0.6, 0.4, 0.3])
+    assert [ax.get_title() for ax in cls.axes if ax.get_title()][0] == "P(up)=0.700"
+    assert "P(up)" in cls.subfigs[0]._suptitle.get_text()
 
 
 def test_average_maps_figure_axes() -> None:
@@ -410,3 +497,42 @@ def test_run_gradcam_refuses_predictions_older_than_the_run(tmp_path) -> None:
     mark_done(paths.run_dir(cfg), "retrained", "_TRAIN_DONE")  # the run changed after predict
     with pytest.raises(StaleInputError, match="older than the trained run"):
         run_gradcam(cfg)
+
+
+@pytest.mark.slow
+def test_run_gradcam_on_a_regression_run(tmp_path) -> None:
+    """A one-output run (train.target return): selected on its prediction, "up" maps explain the
+    output, "down" maps its negative (what lowers the prediction), captions say "prediction"."""
+    from interp_experiment import make_tiny_experiment
+
+    from pipeline.gradcam.core import run_gradcam
+    from pipeline.io import read_json
+    from pipeline.predict.core import predict_run
+    from pipeline.runs import load_ensemble
+    from pipeline.train.data import normalise
+    from pipeline.train.loop import train_run
+
+    cfg = make_tiny_experiment(tmp_path, overrides=["train.target=return", "train.head_init=base_rate"])
+    run = train_run(cfg)
+    assert run.name.startswith("I20_R20-reg")
+    predict_run(cfg)
+    out = run_gradcam(cfg)
+    pred = pd.read_parquet(run / "predictions.parquet")
+    p02 = pred[pd.to_datetime(pred["date"]).dt.year == 2002]
+    sel = pd.read_parquet(out / "selection.parquet")
+    assert sel["side"].tolist() == ["up"] * 3 + ["down"] * 3
+    np.testing.assert_allclose(sel["p_up"][:3], np.sort(p02["p_up"])[::-1][:3])
+    np.testing.assert_allclose(sel["p_up"][3:], np.sort(p02["p_up"])[:3])
+    z = np.load(out / "maps.npz", allow_pickle=False)
+    norm = read_json(run / "norm.json")
+    member = load_ensemble(run, [0]).members[0]
+    x = normalise(z["images"], norm["mean"], norm["std"])
+    raises, lowers = grad_cam(member, x, target=1), grad_cam(member, x, target=0)
+    for k in range(3):
+        np.testing.assert_allclose(z[f"layer_{k + 1}"][:3], raises[k][:3], atol=1e-5)
+        np.testing.assert_allclose(z[f"layer_{k + 1}"][3:], lowers[k][3:], atol=1e-5)
+    # the "down" maps are not those of the output itself (what a softmax-assuming pass gives)
+    assert not np.allclose(z["layer_1"][3:], raises[0][3:], atol=1e-3)
+    a = np.load(out / "averages.npz", allow_pickle=False)
+    assert int(a["decile_count"].sum()) == min(40, len(p02))
+    assert (out / "panel.png").stat().st_size > 5000 and (out / "averages.png").stat().st_size > 5000

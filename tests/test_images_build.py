@@ -10,7 +10,7 @@ from pipeline.images.executor import LocalExecutor
 from pipeline.images.render import render_windows
 from pipeline.images.store import ImageSet
 from pipeline.io import write_parquet
-from pipeline.io import mark_done
+from pipeline.io import mark_done, read_json
 from pipeline.panel.build import panel_settings_hash
 from pipeline.panel.store import PanelContractError, PanelMeta, write_panel
 
@@ -127,9 +127,25 @@ def test_labels_against_direct_computation(built):
     assert np.isnan(feb.ret_month) and feb.label_month == 2
 
 
+PROVENANCE_KEYS = {"stage", "image_set", "inputs", "commit", "uncommitted_changes", "python", "torch",
+                   "numpy", "pandas", "platform", "processor", "cores", "cuda_device"}
+
+
+def test_provenance_beside_the_set(built):
+    tmp, _, _, out = built
+    prov = ImageSet(out).provenance()
+    assert set(prov) == PROVENANCE_KEYS
+    assert prov["stage"] == "images" and prov["image_set"] == "I20/month"
+    panel = tmp / "t" / "panel"
+    assert prov["inputs"] == {"panel": str(panel.resolve()),
+                              "panel_hash": read_json(panel / "_DONE.json")["hash"]}
+    assert isinstance(prov["cores"], int) and prov["python"].count(".") == 2
+
+
 def test_second_build_is_skipped(built):
     tmp, _, cfg, out = built
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert "provenance.json" in before
     build.build_image_set(cfg, "I20/month", LocalExecutor(1))
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 

@@ -256,6 +256,43 @@ def test_class_model_images_separate_the_classes():
     assert trace[0, -1] > trace[0, 0] and trace[1, -1] > trace[1, 0]  # the objectives rose
 
 
+def test_regularised_class_model_raises_p_up_and_is_smoother_than_plain_ascent():
+    """The image-space regularisers (decay, blur, clipping, jitter) keep the ascent's direction
+    (P(up) of the "up" image above the start's, of "down" below it) while removing the noise of
+    the plain ascent; the result is the same for the same seed, and stays in [0, 255]."""
+    s = score_of(14)
+    args = dict(steps=40, lr=4.0, l2=0.5, tv=3.0, seed=3)
+    imgs, p, _ = class_model.class_model_images(s, (H, W3), **args)
+    plain, p_plain, _ = class_model.class_model_images(s, (H, W3), **{**args, "l2": 0.0, "tv": 0.0},
+                                                       decay=0, blur_every=0, clip=0, contrib_clip=0,
+                                                       jitter=0)
+    start = class_model.start_image((H, W3), seed=3)
+    assert start.shape == (H, W3) and 0 <= start.min() and start.max() < 2.0
+    p0 = predict_p_up(s, torch.as_tensor(start[None], dtype=torch.float32))[0]
+    assert p[0] > p0 + 0.02 and p[1] < p0 - 0.02
+    assert imgs.min() >= 0 and imgs.max() <= 255 and imgs[0].max() > 20  # not faded to blank
+    tv_reg, tv_plain = class_model.total_variation(imgs), class_model.total_variation(plain)
+    assert (tv_reg < 0.5 * tv_plain).all(), (tv_reg, tv_plain)
+    assert p_plain[0] > p0  # the plain ascent raises P(up) too, by its noise
+    again, p_again, _ = class_model.class_model_images(s, (H, W3), **args)
+    np.testing.assert_array_equal(again, imgs)
+    np.testing.assert_array_equal(p_again, p)
+
+
+def test_class_model_helpers():
+    flat = np.full((1, 6, 5), 100.0)
+    assert class_model.total_variation(flat)[0] == 0.0
+    stripes = np.zeros((1, 4, 4))
+    stripes[0, :, ::2] = 255.0  # every horizontal neighbour differs by 1 on the 0..1 scale
+    assert class_model.total_variation(stripes)[0] == pytest.approx(1.0)
+    v = torch.zeros(1, 9, 9, dtype=torch.float64)
+    v[0, 4, 4] = 1.0
+    b = class_model.gaussian_blur(v, 1.0)
+    assert float(b.sum()) == pytest.approx(1.0) and float(b[0, 4, 4]) < 0.2
+    np.testing.assert_allclose(b[0].numpy(), b[0].numpy().T, atol=1e-15)  # isotropic
+    assert torch.equal(class_model.gaussian_blur(v, 0.0), v)
+
+
 # --------------------------------------------------------------------------------------------------
 # Regions and the concentration measure
 

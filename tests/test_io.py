@@ -29,3 +29,31 @@ def test_done_markers_depend_on_settings_hash(tmp_path):
     assert not is_done(tmp_path, "other")
     (tmp_path / "_DONE.json").write_text("{corrupt")
     assert not is_done(tmp_path, "abc")
+
+
+def test_input_stamp_follows_the_content_not_the_modification_time(tmp_path):
+    import hashlib
+    import os
+    import shutil
+
+    from pipeline.io import input_stamp
+
+    f = tmp_path / "predictions.parquet"
+    write_parquet(f, pd.DataFrame({"p_up": [0.25, 0.75]}))
+    stamp = input_stamp(f)
+    assert stamp == {"bytes": f.stat().st_size, "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: same content
+    assert input_stamp(f) == stamp
+    copy = tmp_path / "copy" / f.name
+    copy.parent.mkdir()
+    shutil.copy(f, copy)  # a copy (new mtime, new inode) identifies the same input
+    assert input_stamp(copy) == stamp
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte changed, same size and mtime
+    f.write_bytes(bytes(data))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    changed = input_stamp(f)
+    assert changed["bytes"] == stamp["bytes"] and changed["sha256"] != stamp["sha256"]
+    with pytest.raises(FileNotFoundError, match="nowhere.parquet"):
+        input_stamp(tmp_path / "nowhere.parquet")

@@ -22,7 +22,7 @@ from pipeline.train.data import normalise  # noqa: E402
 from pipeline.runs import load_ensemble, read_model_card  # noqa: E402
 from pipeline.train.loop import train_run  # noqa: E402
 
-COLUMNS = ["stock_id", "date", "p_up", "p_up_m0", "p_up_m1", "ret_5d", "ret_20d", "ret_60d", "ret_week",
+COLUMNS = ["stock_id", "ticker", "date", "p_up", "p_up_m0", "p_up_m1", "ret_5d", "ret_20d", "ret_60d", "ret_week",
            "ret_month", "ret_quarter", "label", "mktcap", "ewma_vol"]
 
 
@@ -48,7 +48,7 @@ def test_predictions_columns_and_values(run):
     assert list(df.columns) == COLUMNS
     assert df["stock_id"].dtype == np.int32 and df["label"].dtype == np.int8
     assert pd.api.types.is_datetime64_any_dtype(df["date"])
-    for c in COLUMNS[2:11] + ["mktcap", "ewma_vol"]:
+    for c in COLUMNS[3:12] + ["mktcap", "ewma_vol"]:
         assert df[c].dtype == np.float64, c
     s = ImageSet(images_dir(cfg, "I5/week"))
     lab = s.labels(1997)
@@ -56,6 +56,8 @@ def test_predictions_columns_and_values(run):
     assert (df["label"].to_numpy() == lab["label_week"].to_numpy()).all() and (df["label"] == 2).any()
     assert np.array_equal(df["ret_week"].to_numpy(), lab["ret_week"].to_numpy(), equal_nan=True)
     assert (df["date"].to_numpy() == lab["date"].to_numpy()).all()
+    # a set written by code, not by the image stage from a panel: no id map, so no tickers
+    assert df["ticker"].isna().all()
     # p_up = mean of members; each member = softmax(logits)[:, 1] of its best weights
     assert np.allclose(df["p_up"], (df["p_up_m0"] + df["p_up_m1"]) / 2, rtol=0, atol=1e-15)
     norm = read_model_card(rdir)["norm"]
@@ -126,3 +128,57 @@ def test_growing_the_ensemble_reuses_member_predictions(tmp_path):
     (rdir / "_PREDICT_DONE.json").unlink()
     with pytest.raises(ValueError, match="predictions per member"):
         predict_run(cfg2)
+
+
+def test_tickers_come_from_the_id_map_and_an_unknown_stock_is_refused(tmp_path):
+    from pipeline.errors import InputError
+    from pipeline.io import mark_done
+    from pipeline.predict.core import add_tickers, stock_tickers
+
+    df = pd.DataFrame({"stock_id": np.array([3, 1, 3], dtype=np.int32), "date": pd.Timestamp("2001-01-31")})
+    names = pd.Series(["AAA", "CCC"], index=pd.Index([1, 3]))
+    add_tickers(df, names, Path("stocks.parquet"))
+    assert list(df.columns) == ["stock_id", "ticker", "date"] and df["ticker"].tolist() == ["CCC", "AAA", "CCC"]
+    with pytest.raises(InputError, match=r"stocks.parquet: 1 stock_id\(s\) of year 2001 .* \[7\]"):
+        add_tickers(pd.DataFrame({"stock_id": [1, 7]}), names, Path("stocks.parquet"), where="year 2001")
+    # an image set built from a panel reads that panel's stocks.parquet, which must be whole
+    cfg = make_config(tmp_path, ensemble=1)
+    d = build_image_set(cfg, years=(1997,), n_stocks=2)
+    mark_done(d, "fixture", image_set=cfg.train.image_set, built_from="panel")
+    from pipeline.paths import panel_dir
+    with pytest.raises(InputError, match=r"stocks.parquet is missing"):
+        stock_tickers(cfg, ImageSet(d))
+    panel_dir(cfg).mkdir(parents=True)
+    pd.DataFrame({"stock_id": [1, 2]}).to_parquet(panel_dir(cfg) / "stocks.parquet")
+    with pytest.raises(InputError, match=r"stocks.parquet: missing columns \['ticker'\]"):
+        stock_tickers(cfg, ImageSet(d))
+    pd.DataFrame({"stock_id": [1, 2, 2], "ticker": ["A", "B", "C"]}).to_parquet(panel_dir(cfg) / "stocks.parquet")
+    with pytest.raises(InputError, match="stock_id 2 is listed more than once"):
+        stock_tickers(cfg, ImageSet(d))
+    pd.DataFrame({"stock_id": [2, 1], "ticker": ["B", "A"]}).to_parquet(panel_dir(cfg) / "stocks.parquet")
+    got, path = stock_tickers(cfg, ImageSet(d))
+    assert path == panel_dir(cfg) / "stocks.parquet" and got.to_dict() == {2: "B", 1: "A"}
+
+
+def test_predictions_written_before_the_ticker_column_are_reassembled_from_their_parts(run):
+    """A predictions table of the previous format (no ticker; its marker's hash lacks the format)
+    is written again from the member parts, which are reused, not predicted again."""
+    from pipeline.config import section_hash
+    from pipeline.io import mark_done, read_json, write_parquet
+    from pipeline.train.data import oos_years
+
+    cfg, rdir = run
+    out = predict_run(cfg)
+    old = pd.read_parquet(out).drop(columns="ticker")
+    write_parquet(out, old)
+    s = ImageSet(images_dir(cfg, "I5/week"))
+    years = oos_years(cfg, s)
+    old_hash = section_hash({"train": read_json(rdir / "_TRAIN_DONE.json")["hash"], "years": years,
+                             "precision": "fp32", "counts": [s.count(y) for y in years]})
+    mark_done(rdir, old_hash, "_PREDICT_DONE", rows=len(old), seconds=0.0)
+    parts = sorted((rdir / "predict_parts").glob("m*.npy"))
+    stamps = [p.stat().st_mtime_ns for p in parts]
+    df = pd.read_parquet(predict_run(cfg))
+    assert list(df.columns) == COLUMNS and df["ticker"].isna().all()
+    assert [p.stat().st_mtime_ns for p in parts] == stamps  # nothing was predicted again
+    pd.testing.assert_frame_equal(df.drop(columns="ticker"), old)

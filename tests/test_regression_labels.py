@@ -98,8 +98,9 @@ def test_mse_training_one_output_and_predictions(reg_run):
 
     df = pd.read_parquet(predict_run(cfg))
     # The classifier's schema: the score column p_up holds the predicted return.
-    assert list(df.columns) == ["stock_id", "date", "p_up", "p_up_m0", "ret_5d", "ret_20d", "ret_60d",
-                                "ret_week", "ret_month", "ret_quarter", "label", "mktcap", "ewma_vol"]
+    assert list(df.columns) == ["stock_id", "ticker", "date", "p_up", "p_up_m0", "ret_5d", "ret_20d",
+                                "ret_60d", "ret_week", "ret_month", "ret_quarter", "label", "mktcap",
+                                "ewma_vol"]
     s = ImageSet(paths.images_dir(cfg, "I5/week"))
     x = normalise(s.images(1997)[:40], card["norm"]["mean"], card["norm"]["std"])
     with torch.no_grad():
@@ -215,3 +216,51 @@ def test_evaluate_a_regression_run(tmp_path):
     write_parquet(paths.run_dir(cfg) / "predictions.parquet", pred)
     with pytest.raises(Exception, match="not finite"):
         evaluate_run(cfg)
+
+
+def test_sign_threshold_is_the_labels_up_and_is_not_centred():
+    """"Predicted up" of a regression run is the label's "up" (ret > 0) in the target's own units:
+    a perfect forecast of either target has accuracy 1 (ret == 0 is down on both sides), the
+    positive scale the train stage divides by and folds back moves no prediction across 0, and a
+    constant forecast of the (positive) mean return calls every row up: the threshold is 0, not
+    the mean (evaluate/regression.py says why)."""
+    from pipeline.evaluate.regression import SIGN_THRESHOLD, predicted_up
+    from pipeline.images.store import labels_from_returns
+    from pipeline.models.registry import create_model
+    from pipeline.train.loop import fold_target_scale, target_scale
+
+    rng = np.random.default_rng(3)
+    ret = np.concatenate([rng.normal(0.004, 0.03, 500), [0.0, 0.0, np.nan]])  # mean > 0
+    vol = rng.uniform(1e-4, 1e-3, len(ret))
+    lab = labels_from_returns(ret)
+    for target in ("return", "vol_adjusted_return"):
+        y = labels.regression_target(ret, vol, 5, target)
+        known = lab < 2
+        assert np.array_equal(predicted_up(y[known]), lab[known] == 1)
+        m = sign_metrics(y, ret)
+        assert m["accuracy"] == 1.0 and m["fp"] == 0 and m["fn"] == 0 and m["n"] == int(known.sum())
+        assert m["share_up_pred"] == pytest.approx(np.mean(lab[known] == 1))
+    assert SIGN_THRESHOLD == 0.0
+    # A forecast of the mean return (what an uninformed model learns): every row "up".
+    mean = float(np.nanmean(ret))
+    assert mean > 0
+    const = sign_metrics(np.full(len(ret), mean), ret)
+    assert const["share_up_pred"] == 1.0
+    assert const["accuracy"] == pytest.approx(np.mean(ret[lab < 2] > 0))
+    # The in-sample scale is the RMS (nothing subtracted), and folding it into the output layer
+    # rescales every prediction without moving any across 0.
+    t = np.array([0.01, 0.03, -0.02])
+    assert target_scale(t) == pytest.approx(np.sqrt(np.mean(t ** 2)))
+    torch.manual_seed(0)
+    net = create_model("I5", n_outputs=1).double().eval()
+    with torch.no_grad():
+        x = torch.randn(64, 1, 32, 15, dtype=torch.float64)
+        net.head[-1].bias.zero_()
+        # A bias that puts the outputs on both sides of 0, and not centred on it.
+        net.head[-1].bias.fill_(0.01 - float(net(x)[:, 0].median()))
+        before = net(x)[:, 0].clone()
+        fold_target_scale(net, 0.03)
+        after = net(x)[:, 0]
+    torch.testing.assert_close(after, 0.03 * before, rtol=1e-9, atol=1e-12)
+    assert torch.equal(predicted_up(after), predicted_up(before))
+    assert bool(predicted_up(before).any()) and bool((~predicted_up(before)).any())

@@ -95,6 +95,18 @@ def test_tickers_and_dates(trained):
         score_run(cfg, tickers=["SYN0003"], charts=["SYN0009"])
 
 
+def test_predictions_name_each_stock_by_the_ticker_of_the_panel_the_images_came_from(trained):
+    """make predict on a set the image stage built from the panel: ticker = stocks.parquet's."""
+    from pipeline.panel.store import read_stocks
+
+    cfg = trained
+    pred = pd.read_parquet(paths.run_dir(cfg) / "predictions.parquet")
+    assert list(pred.columns[:3]) == ["stock_id", "ticker", "date"] and pred["ticker"].notna().all()
+    names = read_stocks(paths.panel_dir(cfg)).set_index("stock_id")["ticker"]
+    assert (pred["ticker"].to_numpy() == names.loc[pred["stock_id"]].to_numpy()).all()
+    assert pred["ticker"].str.fullmatch(r"SYN\d{4}").all() and pred["ticker"].nunique() > 1
+
+
 def test_too_little_history_is_refused_with_the_reason(trained, tmp_path):
     """A panel whose stocks have only 3 records before the date cannot give 5-day charts."""
     from pipeline.panel.store import read_panel, read_stocks
@@ -119,3 +131,41 @@ def test_cli_one_line_errors(trained):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "tickers not in the panel: NOPE" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_regression(trained):
+    """The same panel and images (the classifier's folders), a run trained on the return itself."""
+    over = [o for o in OVER if not o.startswith("train.calibration")]
+    cfg = load_config(None, [f"data_dir={trained.data_dir}", "name=s", *over, "train.target=return",
+                             "train.calibration=none", "train.head_init=base_rate"])
+    train_run(cfg)
+    predict_run(cfg)
+    return cfg
+
+
+def test_a_regression_run_scores_its_predicted_return(trained_regression):
+    import json
+
+    cfg = trained_regression
+    pred = pd.read_parquet(paths.run_dir(cfg) / "predictions.parquet")
+    last = pred["date"].max()
+    out = score_run(cfg, date=f"{last:%Y-%m-%d}", n_charts=2)
+    assert out.name.startswith("I5_R5-reg")
+    s = pd.read_parquet(out / f"scores_{last:%Y-%m-%d}.parquet")
+    assert list(s.columns) == ["ticker", "stock_id", "date", "pred_return", "pred_return_m0",
+                               "pred_return_m1", "rank", "decile"]
+    want = pred[pred["date"] == last].set_index("stock_id")
+    got = s.set_index("stock_id").loc[want.index]
+    assert len(s) == len(want) > 0
+    # the predict stage's numbers: the ensemble's predicted return, not a probability
+    for c, w in (("pred_return", "p_up"), ("pred_return_m0", "p_up_m0"), ("pred_return_m1", "p_up_m1")):
+        np.testing.assert_allclose(got[c].to_numpy(), want[w].to_numpy(), rtol=1e-5, atol=1e-8)
+    top, bottom = s.loc[s["rank"] == 1].iloc[0], s.loc[s["rank"] == len(s)].iloc[0]
+    assert top["pred_return"] == s["pred_return"].max() and top["decile"] == 10
+    assert bottom["pred_return"] == s["pred_return"].min() and bottom["decile"] == 1
+    meta = json.loads((out / f"scores_{last:%Y-%m-%d}.json").read_text())
+    assert meta["target"] == "return" and meta["score_column"] == "pred_return"
+    assert (out / f"charts_{last:%Y-%m-%d}.png").stat().st_size > 5000
+    csv = pd.read_csv(out / f"scores_{last:%Y-%m-%d}.csv")
+    assert list(csv["rank"]) == sorted(csv["rank"]) and "pred_return" in csv.columns

@@ -146,17 +146,20 @@ def test_cli_refusal_is_one_line(tmp_path):
 # The study on a tiny synthetic market
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ts")
-    over = [f"data_dir={root}/data", f"reports_dir={root}/reports", "name=ts",
+def study_overrides(root) -> list[str]:  # noqa: ANN001
+    return [f"data_dir={root}/data", f"reports_dir={root}/reports", "name=ts",
             "synthetic.n_stocks=16", "synthetic.end=1997-12-31", "synthetic.bayes_paths=16",
             "synthetic.bayes_samples=200", "images.end_year=1997", "images.workers=1",
             "train.split=custom", "train.insample_years=[1993, 1995]", "train.test_years=[1996, 1997]",
             "train.ensemble=1", "train.epochs=1", "train.threads=1", "train.max_train_images=400",
             "train.precision=fp32", "train.lr=1e-4", "train.calibration=platt",
             "evaluate.benchmarks=[]", "evaluate.characteristics=false"]
-    cfg = load_config(None, over)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ts")
+    cfg = load_config(None, study_overrides(root))
     table = run_study(cfg)
     return cfg, table, root
 
@@ -265,3 +268,60 @@ def test_a_transfer_to_another_input_size_is_refused(study):
     wrong = dataclasses.replace(nat, train=dataclasses.replace(nat.train, run_tag="wrong"))
     with pytest.raises(InputError, match="takes 32x15 images but the image set 'I20/month'"):
         predict_transferred(src, wrong)
+
+
+# --------------------------------------------------------------------------------------------------
+# The study with a regression source (METHOD 3.6): every run learns the vol-adjusted return
+
+
+@pytest.fixture(scope="module")
+def regression_study(study):
+    _, _, root = study  # the same panel and image sets; only the runs differ
+    cfg = load_config(None, [*study_overrides(root), "train.target=vol_adjusted_return",
+                             "train.calibration=none", "train.head_init=base_rate"])
+    return cfg, run_study(cfg), root
+
+
+@pytest.mark.slow
+def test_the_study_with_a_regression_source(regression_study):
+    cfg, table, root = regression_study
+    assert table[["window_days", "kind", "model", "applied_to", "horizon"]].values.tolist() == [
+        [5, "trained", "I5", "I5/week", 5],
+        [20, "transfer", "I5", "I5x4/month", 20], [20, "trained", "I20", "I20/month", 20],
+        [60, "transfer", "I5", "I5x12/quarter", 60], [60, "trained", "I60", "I60/quarter", 60]]
+    assert all("-regvol" in r for r in table["run"])
+    assert table["loss"].isna().all()  # no cross-entropy for a regression run
+    for c in ("accuracy", "mse", "r2_oos", "spearman", "sharpe_ew"):
+        assert table[c].notna().all(), c
+    assert ((table["accuracy"] > 0.3) & (table["accuracy"] < 0.8)).all()
+    assert table["n"].iat[1] == table["n"].iat[2] and table["n"].iat[3] == table["n"].iat[4]
+    src = source_config(cfg)
+    ens = load_ensemble(paths.run_dir(src))
+    assert ens.target == "vol_adjusted_return"
+    for i, target in enumerate(cfg.timescale.targets):
+        tc = transfer_config(cfg, target)
+        pred = pd.read_parquet(paths.run_dir(tc) / "predictions.parquet")
+        # the transfer is the source's output itself on the aggregated images (no softmax)
+        s = ImageSet(paths.images_dir(cfg, target))
+        x = normalise(s.images(1996), ens.norm["mean"], ens.norm["std"])
+        with torch.no_grad():
+            out = ens.members[0](x)[:, 0].numpy().astype(np.float64)
+        np.testing.assert_allclose(pred.loc[pred["date"].dt.year == 1996, "p_up"].to_numpy(), out,
+                                   atol=1e-5, rtol=1e-5)
+        # evaluated with the regression metrics against the target horizon's vol-adjusted return
+        m = json.loads((paths.eval_dir(tc) / "metrics.json").read_text())
+        assert m["target"] == "vol_adjusted_return" and m["loss"] is None
+        row = table.iloc[1 + 2 * i]
+        assert row["r2_oos"] == pytest.approx(m["regression"]["r2_oos"])
+        known = pred[pred[f"ret_{image_set_spec(target).freq}"].notna()]
+        assert m["accuracy"] == pytest.approx(np.mean((known["p_up"] > 0)
+                                                      == (known[f"ret_{image_set_spec(target).freq}"] > 0)))
+    # agreement: same side of 0 (not of 0.5) of the two models' predictions, by hand
+    agree = pd.read_csv(cfg.experiment_dir / "timescale" / "agreement.csv")
+    for r in agree.itertuples():
+        a = pd.read_parquet(paths.run_dir(transfer_config(cfg, r.applied_to)) / "predictions.parquet")
+        b = pd.read_parquet(paths.run_dir(native_config(cfg, r.applied_to)) / "predictions.parquet")
+        j = a.merge(b, on=["stock_id", "date"], suffixes=("_a", "_b"))
+        assert r.same_side == pytest.approx(np.mean((j["p_up_a"] > 0) == (j["p_up_b"] > 0)))
+    md = (root / "reports" / "ts.md").read_text()
+    assert "train.target: vol_adjusted_return" in md and "R²_oos" in md and "same side of 0 on" in md

@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 from pipeline import paths
-from pipeline.config import Config, ConfigError, save_resolved, split_years
+from pipeline.config import Config, ConfigError, check_ablations, save_resolved, split_years
 from pipeline.io import read_json
 
 log = logging.getLogger(__name__)
@@ -53,24 +53,18 @@ def ablation_config(cfg: Config) -> Config:
     ``ablations.ensemble`` (or ``train.ensemble``), in-sample pool ``ablations.max_train_images`` (or
     ``train.max_train_images``), test years ``ablations.test_years`` (or the
     split's), no benchmark strategies. ``cfg`` is not changed."""
+    check_ablations(cfg)  # checked at load too; again here for a config changed since
     a = copy.deepcopy(cfg)
     d = paths.ablations_dir(cfg)
     a.data_dir, a.name = str(d.parent), d.name
     if cfg.ablations.ensemble is not None:
-        if cfg.ablations.ensemble < 1:
-            raise ConfigError(f"'ablations.ensemble' must be >= 1, got {cfg.ablations.ensemble}")
         a.train.ensemble = cfg.ablations.ensemble
     if cfg.ablations.test_years is not None:
-        insample, test = split_years(cfg.train)
-        years = cfg.ablations.test_years
-        if len(years) != 2 or not test[0] <= years[0] <= years[1] <= test[1]:
-            raise ConfigError(f"'ablations.test_years' must be [first, last] within the test years "
-                              f"{list(test)} of split {cfg.train.split}, got {years}")
+        insample = split_years(cfg.train)[0]
         # The same in-sample years, so the same training pool; only the predicted years shrink.
-        a.train.split, a.train.insample_years, a.train.test_years = "custom", list(insample), list(years)
+        a.train.split, a.train.insample_years = "custom", list(insample)
+        a.train.test_years = list(cfg.ablations.test_years)
     if cfg.ablations.max_train_images is not None:
-        if cfg.ablations.max_train_images < 10:
-            raise ConfigError(f"'ablations.max_train_images' must be >= 10, got {cfg.ablations.max_train_images}")
         a.train.max_train_images = cfg.ablations.max_train_images
     a.evaluate.benchmarks = []
     assert a.experiment_dir == d

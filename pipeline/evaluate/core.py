@@ -2,7 +2,13 @@
 
     evaluate_run(cfg, model=None) -> dict   (the metrics.json content)
 
-reads ``paths.run_dir(cfg, model)/predictions.parquet`` and the canonical panel, and writes into
+The stage is: input checks and the skip test (:func:`_evaluate_run`), read (:func:`read_inputs`),
+compute (:func:`compute`, :func:`compute_delays`, :func:`metrics_dict`: pure functions of the
+frames read, returning frames and dicts), format (pipeline.evaluate.outputs.format_outputs: tables,
+texts and figures, no I/O) and write (pipeline.evaluate.outputs.write_outputs: every file
+atomically, the completion marker last).
+
+It reads ``paths.run_dir(cfg, model)/predictions.parquet`` and the canonical panel, and writes into
 ``paths.eval_dir(cfg, model)``::
 
     metrics.json            pooled classification metrics, date-averaged correlations, H-L summary
@@ -35,6 +41,8 @@ metrics under ``not_applicable`` (loss, calibration: null); its figures replace 
 reliability and share_up_by_year by prediction_hist.png (pipeline.evaluate.regression).
 With ``evaluate.delays``: delays.parquet, delay_portfolios.parquet, tables/delays.csv,
 figures/delays.png and metrics ``delays`` (pipeline.evaluate.delays).
+    provenance.json         stage, run, inputs (predictions and panel paths), commit, package
+                            versions, machine (pipeline.runs.provenance; not in the settings hash)
     config.yaml, _DONE.json (settings hash: reruns with unchanged inputs do nothing)
 
 The label/return column is ``ret_{label_suffix(horizon, label_return)}``; the rebalance frequency
@@ -45,6 +53,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,27 +61,28 @@ import pandas as pd
 
 from pipeline.errors import InputError
 from pipeline import paths
-from pipeline.config import PROCESS_SETTINGS, Config, hash_view, is_regression, save_resolved, section_hash
-from pipeline.evaluate import calibration, delays, hl_analysis, plots, regression, tables
+from pipeline.config import PROCESS_SETTINGS, Config, hash_view, is_regression, section_hash
+from pipeline.evaluate import calibration, delays, hl_analysis, regression
 from pipeline.evaluate.bayes import bayes_bound, gain_recovered, gain_recovered_se
 from pipeline.evaluate.calibration import calibration_summary
 from pipeline.evaluate.benchmarks import benchmark_signals
-from pipeline.evaluate.characteristics import (CHARACTERISTICS, LABELS, MIN_STOCKS,
-                                               characteristic_correlations, characteristics)
-from pipeline.evaluate.conventions import (HL, conventions_text, frequency_of_horizon,
-                                           cost_text, periods_per_year, weighting_label)
+from pipeline.evaluate.characteristics import CHARACTERISTICS, characteristic_correlations, characteristics
+from pipeline.evaluate.conventions import (HL, conventions_text, frequency_of_horizon, periods_per_year,
+                                           weighting_label)
 from pipeline.evaluate.metrics import (accuracy_cluster_se, classification_metrics, correlations_by_date,
                                       ic_by_date, ic_summary, mean_correlations)
+from pipeline.evaluate.outputs import format_outputs, json_ready, write_outputs
 from pipeline.evaluate.portfolios import SignalEvaluation, evaluate_signal
 from pipeline.evaluate.statistics import compare_with
+from pipeline.images.build import PanelKeys, read_panel_keys
 from pipeline.images.labels import regression_target
 from pipeline.images.store import label_suffix
-from pipeline.io import (StaleInputError, atomic_write_text, folder_lock, is_done, mark_done, marker_path, read_json,
-                         remove_stale_temps, require_done, write_figure, write_json, write_parquet)
+from pipeline.io import (StaleInputError, folder_lock, input_stamp, is_done, marker_path, read_json,
+                         remove_stale_temps, require_done)
 from pipeline.panel import store
 from pipeline.panel.build import panel_settings_hash
-from pipeline.paper_numbers import (classification_reference, cnn_reference, decile_reference,
-                                    hl_reference)
+from pipeline.panel.store import PanelMeta
+from pipeline.paper_numbers import classification_reference
 
 log = logging.getLogger(__name__)
 
@@ -201,15 +211,321 @@ def top_n_annual_june(df: pd.DataFrame, panel: pd.DataFrame, n: int = TOP_N,
 
 
 # --------------------------------------------------------------------------------------------------
-# The stage
+# What is evaluated
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """What one evaluation evaluates and how, from the config alone (:func:`eval_spec`)."""
+
+    run: str  # paths.run_name: the run folder and the eval folder's name
+    model: str  # the model evaluated (train.model, or an ablation variant)
+    horizon: int  # 5 | 20 | 60
+    target: str  # train.target: class | return | vol_adjusted_return
+    regression: bool  # the score is a predicted target, not P(up)
+    freq: str  # rebalancing: week | month | quarter
+    periods: int  # rebalances per year
+    suffix: str  # label_suffix(horizon, label_return): week, month, ..., 5d, ...
+    ret_col: str  # ret_<suffix>: the realised return portfolios are held for
+    split: str  # train.split (which paper numbers apply)
+    weights: list[str]  # ew | vw
+    benchmarks: list[str]  # MOM, STR, WSTR, TREND
+    characteristics: bool  # Table 5 correlations
+    delays: list[int]  # delayed holding periods, records
+    cost_bps: float  # trading cost per side, basis points
+    top500: bool
+    top500_mode: str  # formation | annual_june
+    trend_history_days: int  # panel days of history the benchmarks and characteristics use
+    period_ret_mode: str  # images.period_ret_mode (the delayed returns follow the label's rule)
+
+    @property
+    def label(self) -> str:
+        """The run in titles: ``<model>/R<h>``, plus ``-reg`` or ``-regvol`` for a regression."""
+        return f"{self.model}/R{self.horizon}" + (f"-{paths.TARGET_SUFFIX[self.target]}"
+                                                  if self.regression else "")
+
+    @property
+    def needs_cap(self) -> bool:
+        """Whether the predictions' mktcap is read (value weights or a top-500 universe)."""
+        return "vw" in self.weights or self.top500
+
+    @property
+    def panel_columns(self) -> list[str]:
+        """Panel columns read besides stock_id and date."""
+        return (["ret"] + (["mktcap"] if self.top500_mode == "annual_june" else [])
+                + (["close", "volume"] if self.characteristics else []))
+
+    @property
+    def needs_history(self) -> bool:
+        """Whether panel years before the first prediction year are read (benchmarks,
+        characteristics and the June universe look back)."""
+        return (bool(self.benchmarks) or self.characteristics
+                or (self.top500 and self.top500_mode == "annual_june"))
+
+
+def eval_spec(cfg: Config, model: str | None = None) -> EvalSpec:
+    """The :class:`EvalSpec` of ``cfg``'s run (or its ablation variant ``model``)."""
+    horizon = cfg.train.horizon
+    freq = frequency_of_horizon(horizon)
+    suffix = label_suffix(horizon, cfg.train.label_return)
+    e = cfg.evaluate
+    return EvalSpec(
+        run=paths.run_name(cfg, model), model=model or cfg.train.model, horizon=horizon,
+        target=cfg.train.target, regression=is_regression(cfg.train.target), freq=freq,
+        periods=periods_per_year(freq), suffix=suffix, ret_col=f"ret_{suffix}", split=cfg.train.split,
+        weights=list(e.weights), benchmarks=list(e.benchmarks), characteristics=bool(e.characteristics),
+        delays=list(e.delays), cost_bps=float(e.cost_bps), top500=bool(e.top500),
+        top500_mode=e.top500_mode, trend_history_days=e.trend_history_days,
+        period_ret_mode=cfg.images.period_ret_mode)
+
+
+@dataclass
+class EvalInputs:
+    """What the stage reads (:func:`read_inputs`)."""
+
+    path: Path  # predictions.parquet
+    pred: pd.DataFrame  # every prediction (read_predictions: validated, (date, stock_id) order)
+    panel: pd.DataFrame  # stock_id, date and EvalSpec.panel_columns of the years needed
+    meta: PanelMeta
+
+
+def read_inputs(spec: EvalSpec, pred_path: Path, panel_dir: Path, meta: PanelMeta) -> EvalInputs:
+    """Read the predictions and the panel years and columns the evaluation needs, and refuse
+    predictions that are not panel records (:func:`validate_predictions`)."""
+    pred = read_predictions(pred_path, spec.ret_col, need_cap=spec.needs_cap,
+                            probability=not spec.regression)
+    years = sorted({int(y) for y in pred["date"].dt.year.unique()})
+    panel_years = [y for y in meta.years if y <= max(years)] if spec.needs_history else years
+    log.info("reading panel %s (years %s-%s)", panel_dir, min(panel_years), max(panel_years))
+    panel = store.read_panel(panel_dir, years=panel_years, columns=spec.panel_columns)
+    panel["date"] = panel["date"].astype("datetime64[ns]")
+    validate_predictions(pred, panel[["stock_id", "date"]], where=str(pred_path))
+    return EvalInputs(pred_path, pred, panel, meta)
 
 
 def _settings_hash(cfg: Config, pred_path: Path, panel_dir: Path) -> str:
-    st = pred_path.stat()
     meta = read_json(panel_dir / "meta.json")
     train = {k: v for k, v in hash_view("train", cfg.train).items() if k not in PROCESS_SETTINGS}
-    return section_hash(hash_view("evaluate", cfg.evaluate), train, {"predictions": [st.st_size, st.st_mtime_ns],
+    return section_hash(hash_view("evaluate", cfg.evaluate), train, {"predictions": input_stamp(pred_path),
                                                   "panel": meta, "synthetic": cfg.synthetic, "version": 6})
+
+
+# --------------------------------------------------------------------------------------------------
+# Compute: pure functions of the inputs (no file is read or written)
+
+
+@dataclass
+class Evaluation:
+    """Everything computed from the predictions and the panel (:func:`compute`)."""
+
+    universe: str  # all | top500 | top500_june
+    n_predictions: int  # prediction rows read
+    universe_rows: pd.DataFrame  # the universe's predictions, missing returns kept (the delays' rows)
+    rows: pd.DataFrame  # the evaluated rows: the universe's with a realised return, renamed "ret"
+    mktcap_is_proxy: bool
+    conventions: str  # the conventions note under every table
+    cls: dict  # pooled classification (or sign) metrics of p_up
+    calibration: dict | None  # calibration_summary; None for a regression
+    share_up_realised: float
+    by_year: pd.DataFrame  # per calendar year: shares, accuracy, ECE (calibration.by_year)
+    regression: dict | None  # MSE, R2_oos of a regression run
+    uncalibrated: dict | None  # metrics of p_up_uncalibrated, when present
+    accuracy_se: float  # clustered by date
+    bayes: dict | None  # synthetic market only
+    correlations: dict  # date-averaged Spearman and Pearson
+    ic: pd.DataFrame  # per-date IC: date, ic, n
+    members: list[dict]  # per member: member, loss, accuracy, mcc
+    evals: dict[str, SignalEvaluation]  # "CNN" and each benchmark
+    characteristics: pd.DataFrame | None  # per characteristic: mean, sd, t, t_nw, n_dates
+    summaries: dict[str, dict]  # per strategy: the H-L summary (:func:`_hl_summary`)
+    details: dict  # net_of_cost, legs, drawdown, by_year_hl of the CNN (:func:`hl_details`)
+    net: pd.DataFrame  # the CNN's H-L gross and net per date and weighting
+    by_year_hl: pd.DataFrame  # the CNN's H-L per weighting and calendar year
+    delays: pd.DataFrame | None = None  # :func:`pipeline.evaluate.delays.evaluate_delays`' table
+    delay_portfolios: pd.DataFrame | None = None  # ... and portfolios
+
+
+def select_universe(pred: pd.DataFrame, panel: pd.DataFrame, spec: EvalSpec) -> tuple[pd.DataFrame, str]:
+    """The predictions of the evaluated universe (formation information only, before any row is
+    dropped for a missing return) and its name: all | top500 | top500_june."""
+    if not spec.top500:
+        return pred, "all"
+    if spec.top500_mode == "annual_june":
+        return pred[top_n_annual_june(pred, panel)].reset_index(drop=True), "top500_june"
+    return pred[top_n_formation(pred)].reset_index(drop=True), "top500"
+
+
+def score_metrics(df: pd.DataFrame, spec: EvalSpec) -> dict:
+    """Metrics of the score ``p_up`` against the realised ``ret`` of the evaluated rows ``df``:
+    {"cls", "calibration", "share_up_realised", "by_year", "regression", "uncalibrated",
+    "accuracy_se"} (a regression run: sign accuracy; loss and calibration do not apply,
+    regression.py)."""
+    p, r = df["p_up"].to_numpy(), df["ret"].to_numpy()
+    out: dict = {"regression": None, "uncalibrated": None}
+    if spec.regression:
+        out["cls"] = {**regression.sign_metrics(p, r), "loss": float("nan")}
+        out["calibration"] = None
+        out["share_up_realised"] = float(np.mean(r > 0))
+        out["by_year"] = regression.sign_by_year(df)
+        out["regression"] = regression.regression_metrics(p, regression_target(
+            r, df["ewma_vol"].to_numpy(), spec.horizon, spec.target))
+    else:
+        out["cls"] = classification_metrics(p, r)
+        out["calibration"] = calibration_summary(p, r)
+        out["share_up_realised"] = out["calibration"]["share_up_realised"]
+        out["by_year"] = calibration.by_year(df)
+    if "p_up_uncalibrated" in df.columns:
+        u = classification_metrics(df["p_up_uncalibrated"].to_numpy(), r)
+        uc = calibration_summary(df["p_up_uncalibrated"].to_numpy(), r)
+        out["uncalibrated"] = {"loss": u["loss"], "accuracy": u["accuracy"], "mcc": u["mcc"],
+                               "share_up_pred": u["share_up_pred"], "ece": uc["ece"], "bins": uc["bins"]}
+    threshold = regression.SIGN_THRESHOLD if spec.regression else 0.5
+    out["accuracy_se"] = accuracy_cluster_se(p, r, df["date"].to_numpy(), threshold=threshold)
+    return out
+
+
+def bayes_summary(cfg: Config, df: pd.DataFrame, spec: EvalSpec, accuracy: float,
+                  accuracy_se: float) -> dict:
+    """The Bayes-optimal accuracy of exactly the evaluated rows on the synthetic market, and the
+    fraction of its gain over a coin flip the CNN recovered (pipeline.evaluate.bayes)."""
+    bayes = bayes_bound(cfg, df, spec.suffix)
+    bayes["gain_recovered"] = gain_recovered(accuracy, bayes["accuracy"])
+    bayes["gain_recovered_se"] = gain_recovered_se(accuracy, accuracy_se, bayes["accuracy"],
+                                                   bayes["stderr"])
+    return bayes
+
+
+def member_metrics(df: pd.DataFrame, reg: bool) -> list[dict]:
+    """Per ``p_up_m<j>`` column of ``df``, in member order: member, loss, accuracy, mcc."""
+    members = []
+    for c in sorted((c for c in df.columns if c.startswith("p_up_m")), key=lambda s: int(s[6:])):
+        if reg:
+            m = {**regression.sign_metrics(df[c].to_numpy(), df["ret"].to_numpy()), "loss": float("nan")}
+        else:
+            m = classification_metrics(df[c].to_numpy(), df["ret"].to_numpy())
+        members.append({"member": int(c[6:]), "loss": m["loss"], "accuracy": m["accuracy"],
+                        "mcc": m["mcc"]})
+    return members
+
+
+def signal_evaluations(df: pd.DataFrame, panel: pd.DataFrame, spec: EvalSpec
+                       ) -> tuple[dict[str, SignalEvaluation], pd.DataFrame | None]:
+    """Decile portfolios of the CNN's score and of every benchmark on the same rows and returns:
+    ({"CNN": ..., "<BENCH>": ...}, the benchmark signals aligned with ``df`` or None)."""
+    evals = {"CNN": evaluate_signal(df, "p_up", "ret", spec.freq, spec.weights)}
+    if not spec.benchmarks:
+        return evals, None
+    sig = benchmark_signals(panel, df[["stock_id", "date"]], spec.freq, spec.benchmarks,
+                            history_days=spec.trend_history_days)
+    for b in spec.benchmarks:
+        d = df[["stock_id", "date", "ret", "mktcap"]].copy() if "mktcap" in df.columns else \
+            df[["stock_id", "date", "ret"]].copy()
+        d[b] = sig[b].to_numpy()
+        evals[b] = evaluate_signal(d, b, "ret", spec.freq, spec.weights)
+    return evals, sig
+
+
+def characteristic_summary(df: pd.DataFrame, panel: pd.DataFrame, spec: EvalSpec,
+                           signals: pd.DataFrame | None) -> pd.DataFrame:
+    """Table 5: per characteristic, the per-date Spearman correlation of P(up) with it over the
+    evaluated rows (the portfolios' rows), summarised (characteristic_correlations)."""
+    t0 = time.perf_counter()
+    chars = characteristics(panel, df[["stock_id", "date"]], spec.freq,
+                            history_days=spec.trend_history_days, signals=signals)
+    out = characteristic_correlations(df[["stock_id", "date", "p_up"]], chars, names=CHARACTERISTICS)
+    log.info("characteristics: %d rows, %.1f s", len(df), time.perf_counter() - t0)
+    return out
+
+
+def compute(cfg: Config, spec: EvalSpec, inputs: EvalInputs) -> Evaluation:
+    """Everything the evaluation reports except the delayed holding periods (:func:`compute_delays`,
+    which needs the panel's keys rather than its columns). ``cfg``: its synthetic market (the Bayes
+    bound). Raises InputError when no row of the universe has a realised return."""
+    pred, panel, meta = inputs.pred, inputs.panel, inputs.meta
+    universe_rows, universe = select_universe(pred, panel, spec)
+    df = universe_rows[universe_rows[spec.ret_col].notna()].reset_index(drop=True)
+    df = df.rename(columns={spec.ret_col: "ret"})
+    if df.empty:
+        raise InputError(f"{inputs.path}: no rows with a non-missing {spec.ret_col} to evaluate")
+    log.info("evaluating %d rows (%d predictions, %d in universe %s)", len(df), len(pred),
+             len(universe_rows), universe)
+    sm = score_metrics(df, spec)
+    bayes = (bayes_summary(cfg, df, spec, sm["cls"]["accuracy"], sm["accuracy_se"])
+             if meta.source == "synthetic" else None)
+    corr_by_date = correlations_by_date(df, "p_up", "ret")
+    corr = mean_correlations(corr_by_date)
+    evals, sig = signal_evaluations(df, panel, spec)
+    char_corr = characteristic_summary(df, panel, spec, sig) if spec.characteristics else None
+    details, net, by_year_hl = hl_details(evals["CNN"], spec.weights, spec.freq, spec.cost_bps)
+    proxy = bool(meta.mktcap_is_proxy)
+    return Evaluation(
+        universe=universe, n_predictions=len(pred), universe_rows=universe_rows, rows=df,
+        mktcap_is_proxy=proxy,
+        conventions=conventions_text(spec.freq, proxy, spec.weights, universe=universe,
+                                     return_column=spec.ret_col),
+        cls=sm["cls"], calibration=sm["calibration"], share_up_realised=sm["share_up_realised"],
+        by_year=sm["by_year"], regression=sm["regression"], uncalibrated=sm["uncalibrated"],
+        accuracy_se=sm["accuracy_se"], bayes=bayes, correlations=corr,
+        ic=ic_by_date(corr_by_date),  # the IC is the per-date Spearman: its mean is metrics["spearman"]
+        members=member_metrics(df, spec.regression), evals=evals, characteristics=char_corr,
+        summaries={name: _hl_summary(ev, spec.weights) for name, ev in evals.items()},
+        details=details, net=net, by_year_hl=by_year_hl)
+
+
+def compute_delays(spec: EvalSpec, ev: Evaluation, keys: PanelKeys) -> None:
+    """Fill ``ev.delays`` and ``ev.delay_portfolios``: the score evaluated with its holding period
+    delayed (the universe's rows, before the missing-return filter; pipeline.evaluate.delays).
+    ``keys``: the panel's key columns (:func:`pipeline.images.build.read_panel_keys`)."""
+    ev.delays, ev.delay_portfolios = delays.evaluate_delays(
+        ev.universe_rows, "p_up", spec.ret_col, spec.suffix, spec.freq, spec.weights, spec.delays,
+        None, spec.period_ret_mode, keys=keys)
+
+
+def metrics_dict(spec: EvalSpec, ev: Evaluation, seconds: float) -> dict:
+    """The content of metrics.json (docs/interfaces.md; non-finite numbers as None)."""
+    cls, cnn = ev.cls, ev.summaries["CNN"]
+    n_universe = len(ev.universe_rows)
+    metrics = {
+        "run": spec.run, "model": spec.model, "horizon": spec.horizon, "target": spec.target,
+        "frequency": spec.freq, "return_column": spec.ret_col, "universe": ev.universe,
+        "mktcap_is_proxy": ev.mktcap_is_proxy, "vw_label": weighting_label("vw", ev.mktcap_is_proxy),
+        "n_predictions": ev.n_predictions, "n_universe": n_universe, "n": cls["n"],
+        "n_dropped_missing_return": n_universe - len(ev.rows),
+        "loss": cls["loss"], "accuracy": cls["accuracy"], "accuracy_se": ev.accuracy_se, "mcc": cls["mcc"],
+        "confusion": {key: cls[key] for key in ("tp", "tn", "fp", "fn")},
+        "share_up_pred": cls["share_up_pred"],
+        "share_up_realised": ev.share_up_realised,
+        "ln2": float(np.log(2.0)),
+        "calibration": ev.calibration,
+        "by_year": [{"year": int(y), **{k: int(v) if k == "n" else float(v) for k, v in r.items()}}
+                    for y, r in ev.by_year.iterrows()],
+        "uncalibrated": ev.uncalibrated,
+        "bayes": ev.bayes,
+        "regression": ev.regression,
+        "not_applicable": dict(regression.NOT_APPLICABLE) if spec.regression else {},
+        "delays": None if ev.delays is None else ev.delays.to_dict(orient="records"),
+        "spearman": ev.correlations["spearman"], "pearson": ev.correlations["pearson"],
+        "n_dates_corr": ev.correlations["n_dates"],
+        "n_dates_corr_undefined": ev.correlations["n_dates_undefined"],
+        "members": ev.members,
+        "strategies": ev.summaries,
+        **ev.details,
+        "ic": ic_summary(ev.ic),
+        "characteristics": None if ev.characteristics is None else {
+            c: {key: (int(r[key]) if key == "n_dates" else float(r[key]))
+                for key in ("mean", "sd", "t", "t_nw", "n_dates")}
+            for c, r in ev.characteristics.iterrows()},
+        "conventions": ev.conventions,
+        "paper": classification_reference(spec.model, spec.horizon, spec.split),
+    }
+    for w in ("ew", "vw"):
+        metrics[f"sharpe_{w}"] = cnn.get(f"{w}_sr", float("nan"))
+        metrics[f"hl_ret_{w}"] = cnn.get(f"{w}_ret", float("nan"))
+        metrics[f"hl_t_{w}"] = cnn.get(f"{w}_t", float("nan"))
+        metrics[f"turnover_{w}_pct"] = cnn.get(f"{w}_turnover", float("nan"))
+    metrics["vs_benchmarks"] = versus_benchmarks(ev.evals, spec.weights, spec.freq)
+    metrics["seconds"] = round(seconds, 1)
+    return json_ready(metrics)
 
 
 def _hl_summary(ev: SignalEvaluation, weights: list[str]) -> dict:
@@ -285,14 +601,8 @@ def versus_benchmarks(evals: dict[str, SignalEvaluation], weights: list[str], fr
     return out
 
 
-def _nan_to_none(obj):
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_nan_to_none(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
+# --------------------------------------------------------------------------------------------------
+# The stage
 
 
 def evaluate_run(cfg: Config, model: str | None = None) -> dict:
@@ -311,14 +621,8 @@ def evaluate_run(cfg: Config, model: str | None = None) -> dict:
 
 
 def _evaluate_run(cfg: Config, model: str | None) -> dict:
-    model_name = model or cfg.train.model
-    horizon = cfg.train.horizon
-    freq = frequency_of_horizon(horizon)
-    k = periods_per_year(freq)
-    ret_col = f"ret_{label_suffix(horizon, cfg.train.label_return)}"
-    target = cfg.train.target
-    reg = is_regression(target)
-    weights = list(cfg.evaluate.weights)
+    """Check the inputs, then read -> compute -> format -> write (or skip when done)."""
+    spec = eval_spec(cfg, model)
     pred_path = paths.run_dir(cfg, model) / "predictions.parquet"
     out_dir = paths.eval_dir(cfg, model)
     pdir = paths.panel_dir(cfg)
@@ -334,290 +638,34 @@ def _evaluate_run(cfg: Config, model: str | None) -> dict:
     meta = store.read_meta(pdir)
     h = _settings_hash(cfg, pred_path, pdir)
     if is_done(out_dir, h) and (out_dir / "metrics.json").exists():
-        log.info("evaluate %s: up to date (%s)", paths.run_name(cfg, model), out_dir)
+        log.info("evaluate %s: up to date (%s)", spec.run, out_dir)
         return read_json(out_dir / "metrics.json")
 
     t_start = time.perf_counter()
     card = run / "model.json"
-    if card.exists() and read_json(card).get("target", "class") != target:
+    if card.exists() and read_json(card).get("target", "class") != spec.target:
         raise StaleInputError(f"{card} was trained for target {read_json(card).get('target', 'class')!r} "
-                              f"but train.target is {target!r}")
-    pred = read_predictions(pred_path, ret_col, need_cap="vw" in weights or cfg.evaluate.top500,
-                            probability=not reg)
-    years = sorted({int(y) for y in pred["date"].dt.year.unique()})
-    benches = list(cfg.evaluate.benchmarks)
-    want_chars = bool(cfg.evaluate.characteristics)
-    need_history = (bool(benches) or want_chars
-                    or (cfg.evaluate.top500 and cfg.evaluate.top500_mode == "annual_june"))
-    panel_years = [y for y in meta.years if y <= max(years)] if need_history else years
-    cols = (["ret"] + (["mktcap"] if cfg.evaluate.top500_mode == "annual_june" else [])
-            + (["close", "volume"] if want_chars else []))
-    log.info("reading panel %s (years %s-%s)", pdir, min(panel_years), max(panel_years))
-    panel = store.read_panel(pdir, years=panel_years, columns=cols)
-    panel["date"] = panel["date"].astype("datetime64[ns]")
-    validate_predictions(pred, panel[["stock_id", "date"]], where=str(pred_path))
+                              f"but train.target is {spec.target!r}")
+    inputs = read_inputs(spec, pred_path, pdir, meta)
+    ev = compute(cfg, spec, inputs)
+    del inputs  # the panel's columns are not needed any more; the delays read its keys
+    if spec.delays:
+        compute_delays(spec, ev, read_panel_keys(pdir))
+    metrics = metrics_dict(spec, ev, time.perf_counter() - t_start)
+    write_outputs(out_dir, format_outputs(spec, ev, metrics), cfg, h,
+                  inputs={"predictions": str(pred_path.resolve()), "panel": str(pdir.resolve())})
+    _log_summary(spec, ev, metrics, out_dir)
+    return metrics
 
-    # Universe (formation information only), then drop rows without a realised return.
-    universe = "all"
-    n_pred = len(pred)
-    if cfg.evaluate.top500:
-        if cfg.evaluate.top500_mode == "annual_june":
-            mask = top_n_annual_june(pred, panel)
-            universe = "top500_june"
-        else:
-            mask = top_n_formation(pred)
-            universe = "top500"
-        pred = pred[mask].reset_index(drop=True)
-    n_universe = len(pred)
-    df = pred[pred[ret_col].notna()].reset_index(drop=True)
-    df = df.rename(columns={ret_col: "ret"})
-    if df.empty:
-        raise InputError(f"{pred_path}: no rows with a non-missing {ret_col} to evaluate")
-    log.info("evaluating %d rows (%d predictions, %d in universe %s)", len(df), n_pred, n_universe,
-             universe)
 
-    fit = None
-    if reg:  # sign accuracy; the classifier's loss and calibration do not apply (regression.py)
-        cls = {**regression.sign_metrics(df["p_up"].to_numpy(), df["ret"].to_numpy()),
-               "loss": float("nan")}
-        calib = None
-        share_up_realised = float(np.mean(df["ret"].to_numpy() > 0))
-        years_tab = regression.sign_by_year(df)
-        fit = regression.regression_metrics(df["p_up"].to_numpy(), regression_target(
-            df["ret"].to_numpy(), df["ewma_vol"].to_numpy(), horizon, target))
-    else:
-        cls = classification_metrics(df["p_up"].to_numpy(), df["ret"].to_numpy())
-        calib = calibration_summary(df["p_up"].to_numpy(), df["ret"].to_numpy())
-        share_up_realised = calib["share_up_realised"]
-        years_tab = calibration.by_year(df)
-    uncal = None
-    if "p_up_uncalibrated" in df.columns:
-        u = classification_metrics(df["p_up_uncalibrated"].to_numpy(), df["ret"].to_numpy())
-        uc = calibration_summary(df["p_up_uncalibrated"].to_numpy(), df["ret"].to_numpy())
-        uncal = {"loss": u["loss"], "accuracy": u["accuracy"], "mcc": u["mcc"],
-                 "share_up_pred": u["share_up_pred"], "ece": uc["ece"], "bins": uc["bins"]}
-    acc_se = accuracy_cluster_se(df["p_up"].to_numpy(), df["ret"].to_numpy(), df["date"].to_numpy(),
-                                 threshold=regression.SIGN_THRESHOLD if reg else 0.5)
-    bayes = None
-    if meta.source == "synthetic":
-        bayes = bayes_bound(cfg, df, label_suffix(horizon, cfg.train.label_return))
-        bayes["gain_recovered"] = gain_recovered(cls["accuracy"], bayes["accuracy"])
-        bayes["gain_recovered_se"] = gain_recovered_se(cls["accuracy"], acc_se, bayes["accuracy"],
-                                                       bayes["stderr"])
-    corr_by_date = correlations_by_date(df, "p_up", "ret")
-    corr = mean_correlations(corr_by_date)
-    ic = ic_by_date(corr_by_date)  # the IC is the per-date Spearman: its mean is metrics["spearman"]
-    members = []
-    for c in sorted((c for c in df.columns if c.startswith("p_up_m")), key=lambda s: int(s[6:])):
-        if reg:
-            m = {**regression.sign_metrics(df[c].to_numpy(), df["ret"].to_numpy()), "loss": float("nan")}
-        else:
-            m = classification_metrics(df[c].to_numpy(), df["ret"].to_numpy())
-        members.append({"member": int(c[6:]), "loss": m["loss"], "accuracy": m["accuracy"],
-                        "mcc": m["mcc"]})
-
-    evals: dict[str, SignalEvaluation] = {"CNN": evaluate_signal(df, "p_up", "ret", freq, weights)}
-    sig = None
-    if benches:
-        sig = benchmark_signals(panel, df[["stock_id", "date"]], freq, benches,
-                                history_days=cfg.evaluate.trend_history_days)
-        for b in benches:
-            d = df[["stock_id", "date", "ret", "mktcap"]].copy() if "mktcap" in df.columns else \
-                df[["stock_id", "date", "ret"]].copy()
-            d[b] = sig[b].to_numpy()
-            evals[b] = evaluate_signal(d, b, "ret", freq, weights)
-    char_corr = None
-    if want_chars:
-        # The evaluated rows (universe applied, missing returns dropped): the portfolios' rows.
-        t_chars = time.perf_counter()
-        chars = characteristics(panel, df[["stock_id", "date"]], freq,
-                                history_days=cfg.evaluate.trend_history_days, signals=sig)
-        char_corr = characteristic_correlations(df[["stock_id", "date", "p_up"]], chars,
-                                                names=CHARACTERISTICS)
-        del chars
-        log.info("characteristics: %d rows, %.1f s", len(df), time.perf_counter() - t_chars)
-    del panel
-    delay_tab = delay_port = None
-    if cfg.evaluate.delays:  # the universe's rows, before the missing-return filter (delays.py)
-        delay_tab, delay_port = delays.evaluate_delays(
-            pred, "p_up", ret_col, label_suffix(horizon, cfg.train.label_return), freq, weights,
-            list(cfg.evaluate.delays), pdir, cfg.images.period_ret_mode)
-
-    # ---- artifacts
-    proxy = bool(meta.mktcap_is_proxy)
-    note = conventions_text(freq, proxy, weights, universe=universe, return_column=ret_col)
-    uni_key = "top500" if universe != "all" else "all"
-    label = f"{model_name}/R{horizon}" + (f"-{paths.TARGET_SUFFIX[target]}" if reg else "")
-    summaries = {name: _hl_summary(ev, weights) for name, ev in evals.items()}
-    cnn = summaries["CNN"]
-    cost_bps = float(cfg.evaluate.cost_bps)
-    details, net_long, by_year = hl_details(evals["CNN"], weights, freq, cost_bps)
-    metrics = {
-        "run": paths.run_name(cfg, model), "model": model_name, "horizon": horizon, "target": target,
-        "frequency": freq, "return_column": ret_col, "universe": universe,
-        "mktcap_is_proxy": proxy, "vw_label": weighting_label("vw", proxy),
-        "n_predictions": n_pred, "n_universe": n_universe, "n": cls["n"],
-        "n_dropped_missing_return": n_universe - len(df),
-        "loss": cls["loss"], "accuracy": cls["accuracy"], "accuracy_se": acc_se, "mcc": cls["mcc"],
-        "confusion": {key: cls[key] for key in ("tp", "tn", "fp", "fn")},
-        "share_up_pred": cls["share_up_pred"],
-        "share_up_realised": share_up_realised,
-        "ln2": float(np.log(2.0)),
-        "calibration": calib,
-        "by_year": [{"year": int(y), **{k: int(v) if k == "n" else float(v) for k, v in r.items()}}
-                    for y, r in years_tab.iterrows()],
-        "uncalibrated": uncal,
-        "bayes": bayes,
-        "regression": fit,
-        "not_applicable": dict(regression.NOT_APPLICABLE) if reg else {},
-        "delays": None if delay_tab is None else delay_tab.to_dict(orient="records"),
-        "spearman": corr["spearman"], "pearson": corr["pearson"],
-        "n_dates_corr": corr["n_dates"], "n_dates_corr_undefined": corr["n_dates_undefined"],
-        "members": members,
-        "strategies": summaries,
-        **details,
-        "ic": ic_summary(ic),
-        "characteristics": None if char_corr is None else {
-            c: {key: (int(r[key]) if key == "n_dates" else float(r[key]))
-                for key in ("mean", "sd", "t", "t_nw", "n_dates")}
-            for c, r in char_corr.iterrows()},
-        "conventions": note,
-        "paper": classification_reference(model_name, horizon, cfg.train.split),
-    }
-    for w in ("ew", "vw"):
-        metrics[f"sharpe_{w}"] = cnn.get(f"{w}_sr", float("nan"))
-        metrics[f"hl_ret_{w}"] = cnn.get(f"{w}_ret", float("nan"))
-        metrics[f"hl_t_{w}"] = cnn.get(f"{w}_t", float("nan"))
-        metrics[f"turnover_{w}_pct"] = cnn.get(f"{w}_turnover", float("nan"))
-    metrics["vs_benchmarks"] = versus_benchmarks(evals, weights, freq)
-    metrics["seconds"] = round(time.perf_counter() - t_start, 1)
-    metrics = _nan_to_none(metrics)
-
-    ports = []
-    tos = []
-    for name, ev in evals.items():
-        ports.append(ev.returns.assign(strategy=name))
-        tos.append(ev.turnover.assign(strategy=name))
-    port = pd.concat(ports, ignore_index=True)[["date", "strategy", "weighting", "decile", "ret", "n"]]
-    write_parquet(out_dir / "portfolios.parquet", port)
-    write_parquet(out_dir / "turnover_by_date.parquet",
-                  pd.concat(tos, ignore_index=True)[["date", "strategy", "weighting", "turnover"]])
-    write_parquet(out_dir / "net_hl_by_date.parquet", net_long)
-    write_parquet(out_dir / "ic_by_date.parquet", ic)
-    if delay_tab is not None:
-        write_parquet(out_dir / "delays.parquet", delay_tab)
-        write_parquet(out_dir / "delay_portfolios.parquet", delay_port)
-        atomic_write_text(out_dir / "tables" / "delays.csv", delays.table_csv(
-            delay_tab, note + f" Holding period delayed by d records after the image date (the "
-            f"label's length kept); rows without a delayed {ret_col} are dropped per delay."))
-        write_figure(out_dir / "figures" / "delays.png", delays.delay_figure(
-            delay_tab, proxy, f"CNN {label}: H-L portfolio with a delayed holding period"))
-    write_json(out_dir / "turnover.json", _nan_to_none({
-        "unit": "% per month (mean per-rebalance H-L turnover x4 weekly, x1 monthly, /3 quarterly)",
-        "frequency": freq,
-        **{name: {w: ev.turnover_monthly_pct.get(w) for w in weights} for name, ev in evals.items()},
-    }))
-
-    tdir = out_dir / "tables"
-    paper_dec = decile_reference(model_name, horizon, uni_key)
-    paper_hl = cnn_reference(model_name, horizon, uni_key, cfg.train.split)
-    num = tables.decile_table(evals["CNN"].performance, evals["CNN"].turnover_monthly_pct, proxy,
-                              weights, paper_dec, paper_hl)
-    src = tables.sources_note([paper_dec or paper_hl])
-    tables.write("deciles", num, tdir / "deciles", note + (" " + src if src else ""),
-                 f"CNN {label}: decile portfolios ({universe} stocks)",
-                 paper_hl_stars=paper_dec.hl_stars_ew if paper_dec else "")
-    for b in benches:
-        ref = decile_reference(b, horizon, uni_key)
-        num_b = tables.decile_table(evals[b].performance, evals[b].turnover_monthly_pct, proxy,
-                                    weights, ref, None)
-        src_b = tables.sources_note([ref])
-        tables.write("deciles", num_b, tdir / f"deciles_{b}", note + (" " + src_b if src_b else ""),
-                     f"{b} (R{horizon} rebalancing): decile portfolios ({universe} stocks)",
-                     paper_hl_stars=ref.hl_stars_ew if ref else "")
-    years_oos = cnn.get("ew_n_periods", 0) / k if "ew" in weights else cnn.get(f"{weights[0]}_n_periods", 0) / k
-    rows = []
-    refs = []
-    for name, s in summaries.items():
-        strat = "CNN" if name == "CNN" else name
-        ref = (cnn_reference(model_name, horizon, uni_key, cfg.train.split) if name == "CNN"
-               else hl_reference(name, horizon, uni_key))
-        refs.append(ref)
-        row = {"strategy": f"CNN {label}" if name == "CNN" else name, "n_rows": s["n_rows"],
-               "n_dates": s["n_dates_sorted"], "paper": ref}
-        for w in weights:
-            row[f"{w}_ret"], row[f"{w}_t"] = s[f"{w}_ret"], s[f"{w}_t"]
-            row[f"{w}_sr"], row[f"{w}_turnover"] = s[f"{w}_sr"], s[f"{w}_turnover"]
-            if strat != "CNN":
-                # Sharpe difference t = dSR * sqrt(OOS years), the authors' rule (METHOD 7).
-                row[f"sr_diff_t_{w}"] = (cnn[f"{w}_sr"] - s[f"{w}_sr"]) * np.sqrt(years_oos)
-        rows.append(row)
-    bnum = tables.benchmark_table(rows, proxy, weights)
-    src = tables.sources_note(refs)
-    bnote = (note + " Benchmarks are sorted in their predictive direction (STR and WSTR negated) "
-             "on the same (stock, date) rows and returns as the CNN, less rows where the benchmark "
-             "lacks history. SR diff t = (SR_CNN - SR) x sqrt(OOS years); */**/*** one-sided "
-             "10/5/1% (1.28/1.645/2.33).") + (" " + src if src else "")
-    tables.write("benchmarks", bnum, tdir / "benchmarks", bnote,
-                 f"H-L portfolios: CNN {label} vs benchmarks ({universe} stocks)")
-
-    cnum = tables.net_of_cost_table(details["net_of_cost"], details["legs"], details["drawdown"], proxy,
-                                    weights)
-    tables.write("net_of_cost", cnum, tdir / "net_of_cost",
-                       note + " " + cost_text(cost_bps) + " Legs: the High and Low decile portfolios "
-                       "held long. Drawdown dates are formation dates of the periods ending at the "
-                       "peak and the trough.",
-                       f"CNN {label}: H-L legs, net of {cost_bps:g} bp per side, drawdown "
-                       f"({universe} stocks)")
-    ynum = tables.by_year_table(by_year, proxy, weights)
-    tables.write("hl_by_year", ynum, tdir / "hl_by_year",
-                       note + " Years are calendar years of the formation date; returns are "
-                       "annualised with the full-year factor; */**/*** from the plain t.",
-                       f"CNN {label}: H-L portfolio by year ({universe} stocks)")
-
-    if char_corr is not None:
-        hnum = tables.characteristics_table(char_corr, LABELS)
-        tables.write(
-            "characteristics", hnum, tdir / "characteristics",
-            note + " Per date, the Spearman correlation across stocks of P(up) with each "
-            "characteristic at the formation date (no later data), averaged over dates; dates with "
-            f"fewer than {MIN_STOCKS} stocks having both values are skipped. t = mean / (sd / "
-            "sqrt(dates)); */**/*** from the Newey-West t, two-sided 10/5/1%. Characteristics from "
-            "OHLCV only, the project's definitions (pipeline/evaluate/characteristics.py; the "
-            "paper's are unverified); STR and WSTR are the benchmark signals, i.e. minus the past "
-            "21- and 5-day returns; size and bid-ask spread need CRSP and are not computed.",
-            f"CNN {label}: Spearman correlation of P(up) with stock characteristics (Table 5 of the "
-            f"paper), {universe} stocks")
-
-    fdir = out_dir / "figures"
-    write_figure(fdir / "deciles.png", plots.decile_bars(
-        evals["CNN"].performance, proxy, f"CNN {label}: annualised decile returns", weights).figure)
-    write_figure(fdir / "cumulative_hl.png", plots.gross_and_net_hl(
-        evals["CNN"].returns, proxy, f"CNN {label}: cumulative H-L return", weights,
-        net=net_long, cost_bps=cost_bps).figure)
-    write_figure(fdir / "ic.png", plots.ic_bars(
-        ic, title=f"CNN {label}: information coefficient per {freq}").figure)
-    if reg:
-        write_figure(fdir / "prediction_hist.png", regression.prediction_histogram(
-            df["p_up"].to_numpy(), title=f"CNN {label}: out-of-sample predictions, n = {len(df):,}",
-            xlabel="predicted " + target.replace("_", " ")).figure)
-    else:
-        write_figure(fdir / "reliability.png", plots.reliability_diagram(
-            pd.DataFrame(calib["bins"]), label=f"CNN {label}").figure)
-        write_figure(fdir / "share_up_by_year.png", plots.share_up_by_year(years_tab).figure)
-        write_figure(fdir / "p_up_hist.png", plots.p_up_histogram(
-            df["p_up"].to_numpy(), f"CNN {label}: out-of-sample P(up), n = {len(df):,}").figure)
-
-    write_json(out_dir / "metrics.json", metrics)
-    save_resolved(cfg, out_dir)
-    mark_done(out_dir, h, run=paths.run_name(cfg, model))
-    fit_text = (f"loss {cls['loss']:.4f} (ln 2 = 0.6931)" if not reg else
+def _log_summary(spec: EvalSpec, ev: Evaluation, metrics: dict, out_dir: Path) -> None:
+    cls, bayes, calib, fit = ev.cls, ev.bayes, ev.calibration, ev.regression
+    fit_text = (f"loss {cls['loss']:.4f} (ln 2 = 0.6931)" if not spec.regression else
                 f"MSE {fit['mse']:.4g}, R2_oos {fit['r2_oos']:.4f}, sign")
     log.info("evaluate %s: accuracy %.4f%s, %s, predicted up %.1f%% (realised "
              "%.1f%%), ECE %s, EW H-L SR %s -> %s", metrics["run"], cls["accuracy"],
              f" (Bayes {bayes['accuracy']:.4f}, {bayes['gain_recovered']:.0%} of the gain; the Bayes rule "
              f"calls {bayes['share_up_bayes']:.1%} up)" if bayes else "",
-             fit_text, 100 * cls["share_up_pred"], 100 * share_up_realised,
+             fit_text, 100 * cls["share_up_pred"], 100 * ev.share_up_realised,
              "n/a" if calib is None else f"{calib['ece']:.4f}",
              "n/a" if metrics.get("sharpe_ew") is None else f"{metrics['sharpe_ew']:.2f}", out_dir)
-    return metrics

@@ -6,20 +6,38 @@
     prediction_histogram(pred, ax=None) -> ax the distribution of the predictions
 
 A regression run's score (the ``p_up`` column of its predictions, METHOD 3.6) is a predicted
-return, not a probability: "predicted up" means a positive prediction (``SIGN_THRESHOLD``), the
+return, not a probability: "predicted up" means a positive prediction (:func:`predicted_up`), the
 accuracy is the share of rows whose predicted and realised signs agree, and the log loss,
 calibration (ECE, reliability bins) and Platt/temperature scaling of a classifier do not apply.
 Rank statistics (Spearman IC, decile portfolios) need no change: they use the order only.
 Rows with a missing realised return are dropped (METHOD 3.2).
+
+Why the threshold is 0 and not the mean target: the label's "up" is ``ret > 0`` (METHOD 3.2), and
+the prediction is in the target's own units with nothing subtracted. ``regression_target`` does
+not centre the return (``return``: ret itself; ``vol_adjusted_return``: ret over a positive
+ex-ante volatility, the same sign), and the in-sample RMS ``target_scale`` the train stage divides
+by is a positive factor folded back into the output layer's weights and bias alike
+(``pipeline.train.loop.fold_target_scale``), so it moves no prediction across 0. A prediction
+above 0 is thus a predicted return above 0: the label's "up", as "P(up) > 0.5" is the
+classifier's. A model that learnt nothing predicts the pool's (positive) mean return and calls
+every row up, as a classifier does at a base rate above 0.5. The two rules still differ in what
+they estimate (the sign of a conditional mean versus whether P(ret > 0) exceeds one half, which
+skewed returns can separate); that difference is the regression's, not an offset to correct.
+Subtracting a mean or median would answer "above the average return", not the label's question.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-# A regression prediction calls "up" when it is above this value (the sign of the predicted return).
+ArrayLike = Any  # numpy arrays and torch tensors alike: predicted_up only compares
+
+# A regression prediction calls "up" when it is above this value (the sign of the predicted return;
+# the module docstring says why 0). Use predicted_up rather than comparing with it by hand.
 SIGN_THRESHOLD = 0.0
 # Metrics of the classifier that a regression run reports as not applicable, with the reason.
 NOT_APPLICABLE = {
@@ -27,6 +45,14 @@ NOT_APPLICABLE = {
     "calibration": "reliability of P(up) (ECE, bins): no probability to calibrate",
     "uncalibrated": "Platt/temperature scaling is refused for regression targets",
 }
+
+
+def predicted_up(pred: ArrayLike) -> ArrayLike:
+    """The one rule for "predicted up" of a regression run: ``pred > SIGN_THRESHOLD`` (= 0),
+    elementwise; bool of the input's shape (a numpy array or a torch tensor: anything that
+    compares with a float). A prediction of exactly 0 is "down", as ``ret == 0`` is a "down"
+    label (METHOD 3.2)."""
+    return pred > SIGN_THRESHOLD
 
 
 def _clean(pred: np.ndarray, ret: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +83,7 @@ def sign_metrics(pred: np.ndarray, ret: np.ndarray) -> dict:
     if n == 0:
         return {"n": 0, "accuracy": float("nan"), "mcc": float("nan"), "tp": 0, "tn": 0, "fp": 0,
                 "fn": 0, "share_up_pred": float("nan")}
-    up, y = p > SIGN_THRESHOLD, r > 0
+    up, y = predicted_up(p), r > 0
     tp, tn = int(np.sum(up & y)), int(np.sum(~up & ~y))
     fp, fn = int(np.sum(up & ~y)), int(np.sum(~up & y))
     denom = float(tp + fp) * float(tp + fn) * float(tn + fp) * float(tn + fn)
@@ -96,7 +122,7 @@ def sign_by_year(df: pd.DataFrame, signal: str = "p_up", ret: str = "ret") -> pd
     d = df[["date", signal, ret]].dropna()
     p = d[signal].to_numpy(dtype=np.float64)
     y = d[ret].to_numpy(dtype=np.float64) > 0
-    up = p > SIGN_THRESHOLD
+    up = predicted_up(p)
     t = pd.DataFrame({"year": pd.to_datetime(d["date"]).dt.year.to_numpy(), "pred": up, "y": y,
                       "p": p, "hit": up == y})
     g = t.groupby("year", sort=True)

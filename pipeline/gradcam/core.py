@@ -1,7 +1,8 @@
 """Grad-CAM for the chart CNN (docs/method.md section 8), on plain framework hooks.
 
 For one conv block with activation maps ``A`` of shape (N, K, h, w) and the scalar score ``y^c`` (the
-pre-softmax logit of class c)::
+pre-softmax logit of class c; for a one-output regression model, METHOD 3.6, the output ``o`` for
+c = 1 "up", what raises the prediction, and ``-o`` for c = 0 "down", what lowers it)::
 
     alpha_k = (1 / hw) * sum_ij d y^c / d A^k_ij        (N, K)
     L^c     = ReLU(sum_k alpha_k A^k)                    (N, h, w)
@@ -16,7 +17,6 @@ Below the formula: pure selection/averaging helpers, and :func:`run_gradcam`, th
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import InputError
+from pipeline.evaluate.regression import predicted_up
 from pipeline.progress import progress
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,13 @@ def _hook_modules(model: nn.Module, layer_point: str) -> list[nn.Module]:
 
 def _targets(logits: torch.Tensor, target: int | Sequence[int] | np.ndarray | torch.Tensor | None
              ) -> torch.Tensor:
-    """Class index per image (N,) int64: the argmax of the logits, or the given class(es)."""
+    """Class index per image (N,) int64: the predicted class (the argmax of the logits; for a
+    one-output model 1 = "up" where the output is predicted up, METHOD 3.6), or the given
+    class(es). A one-output model has the two classes 0 ("down") and 1 ("up") too."""
     n, n_cls = logits.shape
     if target is None:
-        return logits.argmax(dim=1)
+        return predicted_up(logits[:, 0]).long() if n_cls == 1 else logits.argmax(dim=1)
+    n_cls = max(n_cls, 2)
     t = torch.as_tensor(np.asarray(target), dtype=torch.long, device=logits.device)
     if t.ndim == 0:
         t = t.expand(n)
@@ -66,6 +70,15 @@ def _targets(logits: torch.Tensor, target: int | Sequence[int] | np.ndarray | to
     if bool(((t < 0) | (t >= n_cls)).any()):
         raise ValueError(f"target classes must lie in [0, {n_cls - 1}]")
     return t
+
+
+def class_scores(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """The scalar y^c Grad-CAM explains, (N,): the logit of class ``cls`` (N,) of each image; for a
+    one-output (regression) model the output where cls is 1 ("up": what raises the prediction) and
+    minus the output where cls is 0 ("down": what lowers it)."""
+    if logits.shape[1] == 1:
+        return torch.where(cls == 1, logits[:, 0], -logits[:, 0])
+    return logits.gather(1, cls[:, None])[:, 0]
 
 
 def normalise_max(maps: torch.Tensor) -> torch.Tensor:
@@ -82,12 +95,15 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer_point: str = "pre_pool",
 
     Args:
         model: a ChartCNN-like module with ``.blocks`` (each with ``.act`` and ``.pool``) returning
-            logits (N, C) with no softmax. It is run in eval mode (BatchNorm running statistics,
-            no dropout); its previous train/eval mode is restored afterwards.
+            logits (N, 2) with no softmax, or (N, 1) for a regression run (the predicted target).
+            It is run in eval mode (BatchNorm running statistics, no dropout); its previous
+            train/eval mode is restored afterwards.
         x: float tensor (N, 1, H, 3W), already normalised, on the model's device.
         layer_point: ``pre_pool`` (output of ``block.act``) or ``post_pool`` (of ``block.pool``).
-        target: None (each image's predicted class = argmax of the logits), one class index for
-            all images, or a (N,) sequence of class indices.
+        target: None (each image's predicted class = argmax of the logits; for a one-output model
+            1 where the output is above 0, else 0), one class index for all images, or a (N,)
+            sequence of class indices. For a one-output model class 1 explains the output and
+            class 0 its negative (:func:`class_scores`).
 
     Returns:
         One float32 array per block (index 0 = first conv layer), each (N, H, 3W) with values in
@@ -117,7 +133,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer_point: str = "pre_pool",
                 raise ValueError(f"model returned shape {tuple(logits.shape)}; expected (N, C) logits")
             cls = _targets(logits, target)
             # Images are independent in eval mode, so d(sum_n y_n^c)/dA_n = d y_n^c / dA_n.
-            score = logits.gather(1, cls[:, None]).sum()
+            score = class_scores(logits, cls).sum()
             if any(a is None for a in acts):
                 raise ValueError("a block's hooked module was not called in the forward pass")
             grads = torch.autograd.grad(score, acts)  # type: ignore[arg-type]
@@ -144,7 +160,8 @@ def ensemble_grad_cam(models: Sequence[nn.Module], x: torch.Tensor, layer_point:
     """Grad-CAM averaged over ensemble members (METHOD 8, ``cam_members: all``).
 
     The target class is shared by all members: the ensemble's predicted class (mean softmax P(up)
-    > 0.5 -> class 1) unless ``target`` is given, so every member explains the same decision. Each
+    > 0.5 -> class 1; for regression members their mean output above 0) unless ``target`` is
+    given, so every member explains the same decision. Each
     member's normalised maps are averaged and the mean is divided again by its per-image maximum,
     so the result follows the single-model convention (per-image max 1, zero stays zero). With one
     model this equals :func:`grad_cam`.
@@ -166,17 +183,21 @@ def ensemble_grad_cam(models: Sequence[nn.Module], x: torch.Tensor, layer_point:
 
 
 def ensemble_predicted_class(models: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    """(N,) int64 argmax of the members' mean softmax, each member run in eval mode (mode restored)."""
-    probs = []
+    """(N,) int64 argmax of the members' mean softmax, each member run in eval mode (mode restored);
+    for one-output (regression) members 1 where their mean output, the ensemble's prediction, is
+    predicted up (METHOD 3.6), else 0."""
+    outs = []
     with torch.no_grad():
         for m in models:
             was = m.training
             m.eval()
             try:
-                probs.append(torch.softmax(m(x).float(), dim=1))
+                z = m(x).float()
+                outs.append(z if z.shape[1] == 1 else torch.softmax(z, dim=1))
             finally:
                 m.train(was)
-    return torch.stack(probs).mean(0).argmax(dim=1)
+    mean = torch.stack(outs).mean(0)
+    return predicted_up(mean[:, 0]).long() if mean.shape[1] == 1 else mean.argmax(dim=1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -254,15 +275,6 @@ def group_means(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[
     return sums, counts
 
 
-def file_digest(path: Path) -> str:
-    """Short SHA-256 of a file's bytes (ties a stage's completion marker to its input's content)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 # --------------------------------------------------------------------------------------------------
 # The stage: python -m pipeline.gradcam
 
@@ -314,9 +326,11 @@ class _MapBatcher:
         self.device = device
         self.batch_size = batch_size
 
-    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+    def __call__(self, images: np.ndarray, target: np.ndarray | None = None) -> list[np.ndarray]:
+        """Maps per layer of uint8 ``images`` (N, H, 3W); ``target`` (N,) classes or None (the
+        ensemble's predicted class), as :func:`ensemble_grad_cam`."""
         x = self.normalise(np.asarray(images), self.mean, self.std).to(self.device)
-        return ensemble_grad_cam(self.models, x, self.layer_point)
+        return ensemble_grad_cam(self.models, x, self.layer_point, target)
 
     def batches(self, images: np.ndarray):
         """Yield (start, maps per layer) for consecutive batches of ``images`` (N, H, 3W)."""
@@ -327,6 +341,11 @@ class _MapBatcher:
 def _run_gradcam(cfg) -> Path:
     """Write the Grad-CAM artifacts of the run ``paths.run_dir(cfg)`` to ``paths.gradcam_dir(cfg)``.
 
+    A regression run (METHOD 3.6; ``p_up`` then holds the predicted target) is selected on its
+    prediction the same way; its "up" maps explain the output (what raises the prediction) and its
+    "down" maps minus the output (what lowers it), whatever the prediction's sign, and the
+    averages explain each image's predicted side (the sign of the prediction).
+
     Artifacts: panel.png (Figure 12), maps.npz (images uint8 (2n, H, 3W), layer_<k> float32
     (2n, H, 3W) for k = 1..L, stock_id, date (datetime64[ns]), p_up, side), selection.parquet
     (stock_id, date, p_up, side), averages.png + averages.npz (mean images and maps by predicted
@@ -336,10 +355,10 @@ def _run_gradcam(cfg) -> Path:
     Returns the output directory.
     """
     from pipeline import paths
-    from pipeline.config import save_resolved, section_hash
-    from pipeline.gradcam.figures import average_maps_figure, gradcam_panel
+    from pipeline.config import is_regression, save_resolved, section_hash
+    from pipeline.gradcam.figures import average_maps_figure, gradcam_panel, score_name
     from pipeline.images.store import ImageSet
-    from pipeline.io import (atomic_path, is_done, mark_done, marker_path, read_json, write_figure,
+    from pipeline.io import (atomic_path, input_stamp, is_done, mark_done, read_json, write_figure,
                              write_parquet)
     from pipeline.train.data import norm_for_year
     from pipeline.train.ddp import resolve_device
@@ -349,11 +368,11 @@ def _run_gradcam(cfg) -> Path:
     run = paths.run_dir(cfg)
     out = paths.gradcam_dir(cfg)
     pred_path, train_marker = require_current_predictions(run)
-    # The trained run's own settings hash (model, data, seeds) + the predictions' content: threads
-    # or device changes alone do not redo the maps.
+    # The trained run's own settings hash (model, data, seeds) + the predictions' stamp (their
+    # content): a re-predicted run redoes the maps, threads or device changes alone do not.
+    stamp = input_stamp(pred_path)
     settings = section_hash(cfg.gradcam, {"train": read_json(train_marker).get("hash"),
-                                          "image_set": cfg.train.image_set,
-                                          "predictions": file_digest(pred_path)})
+                                          "image_set": cfg.train.image_set, "predictions": stamp})
     if is_done(out, settings):
         log.info("gradcam: %s is up to date", out)
         return out
@@ -372,6 +391,8 @@ def _run_gradcam(cfg) -> Path:
         members = members[:1]
     ens = load_ensemble(run, members)
     models = ens.members
+    regression = is_regression(ens.target)
+    what = score_name(regression)
     mean, std = norm_for_year(ens.norm, year)  # per-year statistics when the run used them
     device = resolve_device(cfg.train.device)
     if device.type == "cpu":
@@ -381,15 +402,17 @@ def _run_gradcam(cfg) -> Path:
     log.info("gradcam: run %s, year %d, members %s, layer point %s", run.name, year, members,
              gc.layer_point)
 
-    # Figure 12: extremes of P(up).
+    # Figure 12: extremes of P(up) (of the prediction for a regression run, whose "down" side is
+    # explained as such even where every prediction of the year is above 0).
     sel = select_extremes(pred, gc.n_per_side)
     rows = locate_rows(labels, sel, where=str(imgset.directory / f"labels_{year}.parquet"))
     sel_images = np.stack([images[r] for r in rows])
-    maps = batcher(sel_images)
+    maps = batcher(sel_images, (sel["side"].to_numpy() == "up").astype(np.int64) if regression else None)
     n_layers = len(maps)
     title = (f"{run.name} Grad-CAM ({gc.layer_point}, member{'s' if len(members) > 1 else ''} "
              f"{','.join(map(str, members))}) for {len(sel)} images from {year}")
-    write_figure(out / "panel.png", gradcam_panel(sel_images, maps, sel["side"], sel["p_up"], title))
+    write_figure(out / "panel.png", gradcam_panel(sel_images, maps, sel["side"], sel["p_up"], title,
+                                                  regression=regression))
     with atomic_path(out / "maps.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(
@@ -441,14 +464,15 @@ def _run_gradcam(cfg) -> Path:
                 **{f"decile_layer_{k}": dec_mean[k] for k in range(1, n_layers + 1)},
                 **{f"realised_layer_{k}": rea_mean[k] for k in range(1, n_layers + 1)})
     fig = average_maps_figure([
-        (f"by predicted decile of P(up) within {year} (D1 lowest)", dec_mean[0], dec_mean[1:],
+        (f"by predicted decile of {'the ' if regression else ''}{what} within {year} (D1 lowest)",
+         dec_mean[0], dec_mean[1:],
          [f"D{d + 1} (n={dec_n[d]})" for d in range(10)]),
         ("by realised outcome", rea_mean[0], rea_mean[1:],
          [f"{lab} (n={rea_n[j]})" for j, lab in enumerate(["up", "down"])]),
     ], title=f"{run.name}: mean image and mean Grad-CAM map over {len(sub)} images from {year}")
     write_figure(out / "averages.png", fig)
     save_resolved(cfg, out)
-    mark_done(out, settings, year=year, members=members, n_average=int(len(sub)))
+    mark_done(out, settings, year=year, members=members, n_average=int(len(sub)), predictions=stamp)
     return out
 
 

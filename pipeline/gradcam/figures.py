@@ -1,7 +1,9 @@
 """Grad-CAM figures: the Figure-12 panel and the average-map grid. Functions return Figures.
 
 Images are drawn in grey (0 black background, 255 white ink, as stored); heat maps with a fixed
-[0, 1] colour scale (brighter = higher activation, METHOD 8), so columns are comparable.
+[0, 1] colour scale (brighter = higher activation, METHOD 8), so columns are comparable. A
+classifier's images are captioned with their P(up), a regression run's (METHOD 3.6) with their
+prediction (:func:`score_text`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,19 @@ ROW_INCHES = 0.95  # height of one image row
 def _width(n_cols: int, h: int, w: int) -> float:
     """Figure width (inches) keeping each image at its own aspect ratio, plus the row-label margin."""
     return max(3.0, n_cols * ROW_INCHES * w / h + 0.8)
+
+
+def score_name(regression: bool) -> str:
+    """What a run's score is called in captions: "P(up)", or "prediction" for a regression run."""
+    return "prediction" if regression else "P(up)"
+
+
+def score_text(value: float, regression: bool = False, sep: str = "=") -> str:
+    """Caption of one image's score: ``P(up)=0.613``, or ``prediction=+0.0123`` (a predicted
+    return or vol-adjusted return: signed, four significant digits, as it may be small); ``sep``
+    between name and value (e.g. a line break under a narrow image)."""
+    value_text = f"{value:+.4g}" if regression else f"{value:.3f}"
+    return f"{score_name(regression)}{sep}{value_text}"
 
 
 def layer_labels(n_layers: int) -> list[str]:
@@ -83,14 +98,16 @@ def charts_with_maps(images: np.ndarray, maps: Sequence[np.ndarray], titles: Seq
 
 
 def gradcam_panel(images: np.ndarray, maps: Sequence[np.ndarray], side: Sequence[str],
-                  p_up: Sequence[float], title: str | None = None) -> Figure:
+                  p_up: Sequence[float], title: str | None = None, regression: bool = False) -> Figure:
     """Figure-12-style panel: an "up" and a "down" panel, one column per image.
 
     Args:
         images: uint8 (N, H, 3W) original charts.
         maps: per conv layer (first layer first), float (N, H, 3W) in [0, 1].
         side: (N,) "up" or "down" for each image (which panel it goes to, in the given order).
-        p_up: (N,) ensemble P(up), shown above each column.
+        p_up: (N,) ensemble P(up), shown above each column; for a regression run (``regression``)
+            the prediction, and the panels say "highest/lowest prediction" and which way the maps
+            push it (up: what raises it, down: what lowers it).
         title: optional figure title.
 
     Returns:
@@ -115,9 +132,12 @@ def gradcam_panel(images: np.ndarray, maps: Sequence[np.ndarray], side: Sequence
     labels = ["image", *layer_labels(len(maps))]
     for sub, s in zip(subs, sides):
         sel = np.flatnonzero(side == s)
-        _grid(sub, images[sel], [m[sel] for m in maps], [f"P(up)={p_up[i]:.3f}" for i in sel],
+        _grid(sub, images[sel], [m[sel] for m in maps], [score_text(p_up[i], regression) for i in sel],
               labels, 255)
-        sub.suptitle(f'"{s}": {n} {"highest" if s == "up" else "lowest"}-P(up) images', fontsize=9)
+        head = f'"{s}": {n} {"highest" if s == "up" else "lowest"}-{score_name(regression)} images'
+        if regression:
+            head += f' (maps: what {"raises" if s == "up" else "lowers"} the prediction)'
+        sub.suptitle(head, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

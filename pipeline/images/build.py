@@ -15,8 +15,9 @@ Tasks (executor, one per (year, shard of images.stocks_per_shard stocks)):
     counts; written last, it marks the part done, so an interrupted build resumes).
 Merge (this process): per year, concatenate the parts in shard order (shards are consecutive
     stock ranges, so rows come out sorted by (stock_id, date)) into ``images_{year}.npy`` and
-    ``labels_{year}.parquet``; write ``rejections.json``, ``config.yaml`` and ``_DONE.json``
-    keyed by a hash of the settings and of the panel; delete ``_parts``.
+    ``labels_{year}.parquet``; write ``rejections.json``, ``config.yaml``, ``provenance.json``
+    (commit, versions, machine: not hashed) and ``_DONE.json`` keyed by a hash of the settings and
+    of the panel; delete ``_parts``.
 
 Every window that yields no image is counted by reason; none is silently dropped.
 """
@@ -517,6 +518,7 @@ def _build(cfg: Config, image_set: str, executor: Executor, panel_dir: Path, out
             p.unlink()
     write_json(out_dir / "rejections.json", rejections)
     save_resolved(cfg, out_dir)
+    write_provenance(out_dir, image_set, panel_dir)
     t3 = time.perf_counter()
     timing = {"plan_s": round(t1 - t0, 2), "render_s": round(t2 - t1, 2),
               "merge_s": round(t3 - t2, 2)}
@@ -525,6 +527,21 @@ def _build(cfg: Config, image_set: str, executor: Executor, panel_dir: Path, out
     shutil.rmtree(parts_dir, ignore_errors=True)
     log.info("%s: %d images in %.1f s (%s)", image_set, total, t3 - t0, timing)
     return out_dir
+
+
+def write_provenance(out_dir: Path, image_set: str, panel_dir: Path) -> None:
+    """``provenance.json`` of a built set: ``stage`` ("images"), ``image_set``, ``inputs`` (the
+    panel folder, resolved, and its marker hash) and :func:`pipeline.runs.provenance` (commit,
+    package versions, machine). Not part of the settings hash: it says how the set was made, not
+    what it depends on, so a rerun with the same settings still skips."""
+    from pipeline.runs import provenance  # here, not at the top: the workers need no torch
+
+    marker = marker_path(panel_dir)
+    write_json(out_dir / "provenance.json", {
+        "stage": "images", "image_set": image_set,
+        "inputs": {"panel": str(panel_dir.resolve()),
+                   "panel_hash": read_json(marker).get("hash") if marker.exists() else None},
+        **provenance()})
 
 
 def make_training_inputs(cfg: Config) -> Path:

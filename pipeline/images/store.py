@@ -5,6 +5,8 @@ Layout of one image set, e.g. ``data/<experiment>/images/I20_month/``::
     images_1993.npy       uint8 (N, H, 3W), 0 background / 255 ink; np.load(mmap_mode="r")
     labels_1993.parquet   N rows aligned with the array, sorted by (stock_id, date)
     rejections.json       {year: {reason: count}}: windows that yielded no image (METHOD 2.7)
+    provenance.json       how the image stage made it: stage, image_set, inputs (panel folder and
+                          marker hash), commit, package versions, machine (not in the settings hash)
     config.yaml           resolved config;  _DONE.json  completion marker
 
 Label table columns (one row per image):
@@ -92,4 +94,9 @@ class ImageSet:
 
     def rejections(self) -> dict:
         p = self.directory / "rejections.json"
+        return read_json(p) if p.exists() else {}
+
+    def provenance(self) -> dict:
+        """``provenance.json`` (written by the image stage; {} for a set made otherwise or before)."""
+        p = self.directory / "provenance.json"
         return read_json(p) if p.exists() else {}

@@ -109,14 +109,14 @@ def panel_blocks(panel_dir: Path, keys: pd.DataFrame, window: int, year: int
 def _run_interpret(cfg) -> Path:  # noqa: ANN001, C901 - one stage, read top to bottom
     from pipeline import paths
     from pipeline.config import save_resolved, section_hash
-    from pipeline.gradcam.core import file_digest, locate_rows, member_indices
+    from pipeline.gradcam.core import locate_rows, member_indices
     from pipeline.images.render import layout
     from pipeline.images.store import ImageSet, label_suffix
     from pipeline.interpret import (class_model, embedding, figures, filters, occlusion, regions,
                                     robustness, saliency)
     from pipeline.interpret.scoring import EnsembleScore, predict_p_up, to_pixels
-    from pipeline.io import (StaleInputError, atomic_path, is_done, mark_done, marker_path,
-                             read_json, write_figure, write_json, write_parquet)
+    from pipeline.io import (atomic_path, input_stamp, is_done, mark_done, read_json, write_figure,
+                             write_json, write_parquet)
     from pipeline.runs import load_ensemble, require_current_predictions
     from pipeline.train.data import norm_for_year
     from pipeline.train.ddp import resolve_device
@@ -127,9 +127,11 @@ def _run_interpret(cfg) -> Path:  # noqa: ANN001, C901 - one stage, read top to 
     run = paths.run_dir(cfg)
     out = paths.interpret_dir(cfg)
     pred_path, train_marker = require_current_predictions(run)
+    # As gradcam: the trained run's settings hash and the predictions' stamp (their content).
+    stamp = input_stamp(pred_path)
     settings = section_hash(it, {"train": read_json(train_marker).get("hash"),
                                  "image_set": cfg.train.image_set, "source": cfg.panel.source,
-                                 "predictions": file_digest(pred_path)})
+                                 "predictions": stamp})
     if is_done(out, settings):
         log.info("interpret: %s is up to date", out)
         return out
@@ -409,7 +411,7 @@ def _run_interpret(cfg) -> Path:  # noqa: ANN001, C901 - one stage, read top to 
     write_parquet(out / "sample.parquet", sample)
     write_json(out / "summary.json", summary)
     save_resolved(cfg, out)
-    mark_done(out, settings, year=year, members=members, n_images=n)
+    mark_done(out, settings, year=year, members=members, n_images=n, predictions=stamp)
     return out
 
 

@@ -51,13 +51,7 @@ def build_panel(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, PanelMeta]:
     panel: canonical columns (``pipeline.panel.store.PANEL_COLUMNS``), sorted by (stock_id, date);
     stocks: stock_id, ticker, exchange; meta: source, mktcap_is_proxy, units, counts by rule.
     """
-    source = cfg.panel.source
-    for key in ("start", "end"):
-        try:
-            pd.Timestamp(getattr(cfg.panel, key))
-        except (ValueError, TypeError):
-            raise ConfigError(f"panel.{key} = {getattr(cfg.panel, key)!r} is not a date "
-                              "(use YYYY-MM-DD)") from None
+    source = cfg.panel.source  # its dates were checked when the config loaded (config.validate)
     if source == "synthetic":
         from pipeline.panel.synthetic import generate_market  # owned by SYNTH; imported lazily
 

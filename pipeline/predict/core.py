@@ -6,9 +6,13 @@ P(up) = softmax(logits)[:, 1] of each member (eval mode, best weights), mapped t
 validation-fitted calibration when ``train.calibration`` is not "none"; the ensemble P(up) is the
 mean over members (METHOD 6). Every image of the test years gets a row, including those with a
 missing label (label 2), so evaluation decides what to drop. Columns (docs/interfaces.md):
-stock_id int32, date datetime64, p_up float64, p_up_m0..p_up_m{k-1} float64, ret_5d, ret_20d,
-ret_60d, ret_week, ret_month, ret_quarter float64, label int8 (the run's horizon; 2 = missing),
-mktcap float64, ewma_vol float64.
+stock_id int32, ticker string, date datetime64, p_up float64, p_up_m0..p_up_m{k-1} float64,
+ret_5d, ret_20d, ret_60d, ret_week, ret_month, ret_quarter float64, label int8 (the run's horizon;
+2 = missing), mktcap float64, ewma_vol float64.
+
+``ticker`` comes from ``stocks.parquet`` of the panel the image set was built from
+(:func:`stock_tickers`); it is null for an image set not built from a panel by the image stage
+(imported from the authors' files, whose PERMNOs come without an id map, or written by other code).
 
 A regression run (``train.target`` return | vol_adjusted_return, METHOD 3.6) writes the same
 columns: ``p_up`` and ``p_up_m<j>`` then hold the score to sort on, the ensemble's (members')
@@ -41,9 +45,14 @@ from pipeline.train import ddp
 from pipeline.train.data import norm_for_year, normalise, oos_years
 from pipeline.train.calibration import apply_calibration
 from pipeline.runs import MODEL_CARD, ModelArtifactError, load_ensemble, read_model_card
-from pipeline.train.loop import Runtime, resolve_runtime, run_config, set_threads
+from pipeline.train.loop import Runtime, check_images_current, resolve_runtime, run_config, set_threads
 
 log = logging.getLogger(__name__)
+
+# Bump when the meaning or the columns of predictions.parquet change: a table written before is then
+# assembled again from its member parts (whose keys do not include this), nothing is re-predicted.
+# 2: the ticker column.
+PREDICTIONS_FORMAT = 2
 
 
 def predict_proba(models: list[ChartCNN], images: np.ndarray, mean: float, std: float, rt: Runtime,
@@ -99,6 +108,61 @@ def prediction_frame(labels: pd.DataFrame, probs: np.ndarray, suffix: str,
     df["mktcap"] = labels["mktcap"].to_numpy().astype(np.float64)
     df["ewma_vol"] = labels["ewma_vol"].to_numpy().astype(np.float64)
     return df
+
+
+def stock_tickers(rc: Config, image_set: ImageSet) -> tuple[pd.Series | None, Path | None]:
+    """The id map the predictions name stocks with: (stock_id -> ticker, the file it was read from).
+
+    An image set built by the image stage (its ``_DONE.json`` says ``built_from: "panel"``) takes
+    the tickers of ``stocks.parquet`` in the experiment's panel, the panel
+    :func:`pipeline.train.loop.check_images_current` has confirmed the set was built from. Any other
+    set (imported from the authors' files, whose PERMNOs come without an id map, or written by other
+    code) has no id map: (None, None), and the predictions' tickers are null.
+
+    Raises:
+        InputError naming the file when ``stocks.parquet`` is missing, lacks ``stock_id`` or
+        ``ticker``, or lists a stock_id twice.
+    """
+    marker = marker_path(image_set.directory)
+    if not marker.exists() or read_json(marker).get("built_from") != "panel":
+        return None, None
+    path = paths.panel_dir(rc) / "stocks.parquet"
+    if not path.exists():
+        raise InputError(f"{path} is missing: the panel the image set {image_set.directory} was built "
+                         "from has no id map (stock_id -> ticker); rebuild it with `make panel`")
+    stocks = pd.read_parquet(path)
+    missing = [c for c in ("stock_id", "ticker") if c not in stocks.columns]
+    if missing:
+        raise InputError(f"{path}: missing columns {missing} (the panel's id map needs stock_id, ticker)")
+    ids = stocks["stock_id"].to_numpy().astype(np.int64)
+    dup = pd.Series(ids).duplicated().to_numpy()
+    if dup.any():
+        raise InputError(f"{path}: stock_id {int(ids[dup][0])} is listed more than once "
+                         f"({int(dup.sum())} repeated ids)")
+    return pd.Series(stocks["ticker"].astype("string").to_numpy(), index=pd.Index(ids, name="stock_id"),
+                     name="ticker"), path
+
+
+def add_tickers(df: pd.DataFrame, tickers: pd.Series | None, source: Path | None, where: str = "") -> None:
+    """Insert ``ticker`` (pandas string dtype) after ``stock_id`` of the predictions ``df``, in place.
+
+    tickers: stock_id -> ticker from :func:`stock_tickers` (``source`` the file it came from), or
+    None for null tickers. A stock_id of ``df`` missing from ``tickers`` is an InputError naming
+    ``source``, the ids and ``where`` (what ``df`` is).
+    """
+    ids = df["stock_id"].to_numpy().astype(np.int64)
+    if tickers is None:
+        col = pd.array(np.full(len(df), pd.NA, dtype=object), dtype="string")
+    else:
+        pos = tickers.index.get_indexer(ids)
+        if (pos < 0).any():
+            unknown = np.unique(ids[pos < 0])
+            raise InputError(
+                f"{source}: {len(unknown)} stock_id(s) of {where or 'the predictions'} are not in the "
+                f"panel's id map: {unknown[:10].tolist()}{' ...' if len(unknown) > 10 else ''}; the "
+                "image set and the panel disagree: rebuild the images (`make images`)")
+        col = pd.array(tickers.to_numpy()[pos], dtype="string")
+    df.insert(1, "ticker", col)
 
 
 def member_part_key(trained: str, year: int, count: int, precision: str) -> str:
@@ -183,16 +247,20 @@ def predict_run(cfg: Config, model: str | None = None) -> Path:
     if not train_marker.exists():
         raise FileNotFoundError(f"{run} is not a finished training run: run `make train` first")
     image_set = ImageSet(paths.images_dir(rc, t.image_set))
+    # The tickers are the panel's the set was built from: refuse a set stale against that panel.
+    check_images_current(rc, image_set)
     years = oos_years(rc, image_set)
     rt = resolve_runtime(t, ddp.resolve_device(t.device))
     settings = section_hash({"train": read_json(train_marker)["hash"], "years": years,
                              "precision": rt.precision,
-                             "counts": [image_set.count(y) for y in years]})
+                             "counts": [image_set.count(y) for y in years],
+                             "format": PREDICTIONS_FORMAT})
     out = run / "predictions.parquet"
     if is_done(run, settings, "_PREDICT_DONE") and out.exists():
         log.info("%s: predictions up to date, skipping", out)
         return out
     t_start = time.perf_counter()  # wall time of this invocation (parts done earlier are reused)
+    tickers = stock_tickers(rc, image_set)  # a broken id map fails before anything is predicted
     k = t.ensemble
     with folder_lock(run / "predict_parts", "predict"):
         n = (remove_stale_temps(run / "predict_parts")
@@ -224,18 +292,24 @@ def predict_run(cfg: Config, model: str | None = None) -> Path:
             if rt.device.type == "cpu":
                 set_threads(t)
             predict_parts(rc, left, rt)
-        rows = _write_predictions(rc, run, image_set, years, out)
+        rows = _write_predictions(rc, run, image_set, years, out, tickers)
     mark_done(run, settings, "_PREDICT_DONE", rows=rows,
               seconds=round(time.perf_counter() - t_start, 1))
     return out
 
 
-def _write_predictions(rc: Config, run: Path, image_set: ImageSet, years: list[int], out: Path) -> int:
-    """Assemble predictions.parquet from the member parts, one row group per test year; the rows."""
+def _write_predictions(rc: Config, run: Path, image_set: ImageSet, years: list[int], out: Path,
+                       id_map: tuple[pd.Series | None, Path | None]) -> int:
+    """Assemble predictions.parquet from the member parts, one row group per test year, with each
+    stock's ticker from ``id_map`` (:func:`stock_tickers`); the rows."""
     t = rc.train
     suffix = label_suffix(t.horizon, t.label_return)
     calibrations = ([m["calibration"] for m in read_model_card(run)["members"]]
                     if t.calibration != "none" else None)
+    tickers, source = id_map
+    if tickers is None:
+        log.info("%s was not built from a panel by the image stage: no id map, tickers left null",
+                 image_set.directory)
     rows = 0
     with atomic_path(out) as tmp:
         writer = None
@@ -249,6 +323,7 @@ def _write_predictions(rc: Config, run: Path, image_set: ImageSet, years: list[i
                         raise InputError(f"{p}: {c.shape} predictions per member but {len(labels)} "
                                          f"label rows for year {y}; delete that file and predict again")
                 df = prediction_frame(labels, np.column_stack(columns), suffix, calibrations)
+                add_tickers(df, tickers, source, where=f"{image_set.directory} year {y}")
                 table = pa.Table.from_pandas(df, preserve_index=False,
                                              schema=writer.schema if writer else None)
                 if writer is None:

@@ -2,7 +2,8 @@
 date (or ``--date``) with the experiment's trained run, for all stocks or ``--tickers``, with the
 chart and Grad-CAM of ``--charts`` (default: the 5 highest and 5 lowest). The panel is the
 experiment's own unless ``--panel DIR`` (another canonical panel folder) or ``--source``/``--path``
-(raw files of any adapter, e.g. newer Stooq files) is given."""
+(raw files of any adapter, e.g. newer Stooq files) is given. A regression run scores its predicted
+return (column ``pred_return`` or ``pred_vol_adjusted_return``) instead of P(up)."""
 
 from __future__ import annotations
 

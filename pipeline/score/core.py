@@ -2,6 +2,7 @@
 
     chart_inputs(panel, window, date, ma, volume) -> (images, keys, rejected)
     score_panel(ensemble, panel, stocks, date=None, tickers=None) -> Scores
+    score_column(target) -> str                    the score's column name for a run's target
     score_run(cfg, ...) -> output folder           (the `make score` stage)
 
 The run is loaded from its model card (pipeline.runs), so scoring needs neither the experiment's
@@ -11,6 +12,12 @@ the renderer of the image stage), normalised with the run's statistics, and each
 (calibrated when the run was). The panel may be any panel the pipeline can build (Stooq, CRSP,
 Yahoo, the synthetic market), including files newer than the training data; stocks whose history
 is too short for the chart are listed as not scored, with the reason.
+
+A regression run (``train.target`` return | vol_adjusted_return, METHOD 3.6; the model card says
+which) is scored the same way, but its score is the ensemble's predicted target (the mean of the
+members' outputs; no calibration), in a column named after it (:func:`score_column`):
+``pred_return`` (a decimal return over the run's horizon) or ``pred_vol_adjusted_return`` (in
+standard deviations over the horizon); rank and decile sort on it, as they sort on P(up).
 """
 
 from __future__ import annotations
@@ -25,14 +32,14 @@ import pandas as pd
 
 from pipeline.errors import InputError
 from pipeline import paths
-from pipeline.config import Config, save_resolved
+from pipeline.config import Config, is_regression, save_resolved
 from pipeline.images import windows
 from pipeline.images.render import REJECTION_REASONS, render_windows
 from pipeline.evaluate.portfolios import assign_deciles
 from pipeline.io import atomic_write_text, write_figure, write_json, write_parquet
 from pipeline.panel.store import read_meta, read_panel, read_stocks
 from pipeline.predict.core import predict_proba
-from pipeline.runs import Ensemble
+from pipeline.runs import MODEL_CARD, Ensemble, ModelArtifactError
 from pipeline.train.calibration import apply_calibration
 from pipeline.train.data import norm_for_year
 from pipeline.train.loop import Runtime
@@ -48,7 +55,9 @@ class ScoreInputError(InputError):
 class Scores:
     """One scoring: ``table`` one row per scored stock (ticker, stock_id, date, p_up, p_up_m<j>,
     [p_up_uncalibrated], rank 1 = highest P(up), decile 1..10 within the scored stocks by the
-    evaluation's rule, 0 when fewer than 10 stocks are scored);
+    evaluation's rule, 0 when fewer than 10 stocks are scored; a regression run has its
+    :func:`score_column` and ``<column>_m<j>`` in place of p_up and p_up_m<j>, and no
+    uncalibrated column); ``column`` the score's column;
     ``rejected`` the stocks with a record on the date that could not be drawn (ticker, stock_id,
     reason); ``images`` uint8 (n, H, 3W) in ``table`` order; ``date`` the scoring date."""
 
@@ -56,6 +65,14 @@ class Scores:
     rejected: pd.DataFrame
     images: np.ndarray
     date: pd.Timestamp
+    column: str = "p_up"
+
+
+def score_column(target: str) -> str:
+    """The scores table's score column for a run trained for ``target`` (``train.target``):
+    ``p_up`` for the classifier; ``pred_return`` or ``pred_vol_adjusted_return`` (the predicted
+    target) for a regression run. The members' columns append ``_m<i>``."""
+    return f"pred_{target}" if is_regression(target) else "p_up"
 
 
 def scoring_date(panel: pd.DataFrame, date: str | pd.Timestamp | None) -> pd.Timestamp:
@@ -110,7 +127,8 @@ def chart_inputs(panel: pd.DataFrame, window: int, date: pd.Timestamp, ma: bool 
 def score_panel(ens: Ensemble, panel: pd.DataFrame, stocks: pd.DataFrame, rt: Runtime,
                 date: str | pd.Timestamp | None = None, tickers: list[str] | None = None,
                 batch_size: int = 1024) -> Scores:
-    """P(up) of the run's ensemble for every stock (or ``tickers``) of ``panel`` at ``date``."""
+    """P(up) of the run's ensemble for every stock (or ``tickers``) of ``panel`` at ``date``; for a
+    regression run its predicted target (:func:`score_column`)."""
     names = stocks.set_index("stock_id")["ticker"] if "ticker" in stocks else pd.Series(dtype=str)
     if tickers:
         by_ticker = {str(t).upper(): int(s) for s, t in names.items()}
@@ -136,21 +154,27 @@ def score_panel(ens: Ensemble, panel: pd.DataFrame, stocks: pd.DataFrame, rt: Ru
     mean, std = scoring_norm(ens.norm, d.year)
     raw = predict_proba(ens.members, images, mean, std, rt, batch_size)
     cals = ens.calibrations
+    col = score_column(ens.target)
+    calibrated = any(c["method"] != "none" for c in cals)
+    if calibrated and is_regression(ens.target):
+        # The config refuses this; a card that has it was not written by this pipeline's rules.
+        raise ModelArtifactError(f"{ens.run_dir / MODEL_CARD} is a {ens.target!r} regression run with a "
+                                 "calibrated member: calibration maps a probability, not a return")
     member_p = np.column_stack([apply_calibration(raw[:, j], cals[j]) for j in range(raw.shape[1])])
     table = pd.DataFrame({"ticker": keys["stock_id"].map(names).to_numpy(),
                           "stock_id": keys["stock_id"].to_numpy(), "date": d,
-                          "p_up": member_p.mean(axis=1)})
-    if any(c["method"] != "none" for c in cals):
+                          col: member_p.mean(axis=1)})
+    if calibrated:
         table["p_up_uncalibrated"] = raw.mean(axis=1)
     for j, i in enumerate(ens.indices):
-        table[f"p_up_m{i}"] = member_p[:, j]
-    order = np.argsort(-table["p_up"].to_numpy(), kind="stable")
+        table[f"{col}_m{i}"] = member_p[:, j]
+    order = np.argsort(-table[col].to_numpy(), kind="stable")
     table["rank"] = np.empty(len(table), dtype=np.int64)
     table.loc[order, "rank"] = np.arange(1, len(table) + 1)
     # The evaluation's own decile rule (breakpoints at the 10th..90th percentiles of the date);
     # 0 when the date has too few stocks to sort.
-    table["decile"] = assign_deciles(table, "p_up", "date")[0]
-    return Scores(table, rejected, images, d)
+    table["decile"] = assign_deciles(table, col, "date")[0]
+    return Scores(table, rejected, images, d, col)
 
 
 def scoring_norm(norm: dict, year: int) -> tuple[float, float]:
@@ -196,9 +220,10 @@ def score_run(cfg: Config, date: str | None = None, tickers: list[str] | None = 
     """``make score``: score the experiment's trained run on a panel; returns the output folder
     data/<name>/score/<run>/ with scores_<date>.{csv,parquet}, not_scored_<date>.csv and
     charts_<date>.png (chart and Grad-CAM of ``charts``, by default the ``n_charts`` highest and
-    lowest P(up) stocks)."""
+    lowest P(up) stocks; of a regression run, the highest and lowest predictions, each map
+    explaining the stock's predicted side)."""
     from pipeline.gradcam.core import ensemble_grad_cam
-    from pipeline.gradcam.figures import charts_with_maps
+    from pipeline.gradcam.figures import charts_with_maps, score_text
     from pipeline.runs import load_ensemble
     from pipeline.train import ddp
     from pipeline.train.data import normalise
@@ -230,13 +255,16 @@ def score_run(cfg: Config, date: str | None = None, tickers: list[str] | None = 
     rows = pick.index.to_numpy()
     mean, std = scoring_norm(ens.norm, sc.date.year)
     maps = ensemble_grad_cam(ens.members, normalise(sc.images[rows], mean, std))
-    titles = [f"{tk}\nP(up) {p:.3f}" for tk, p in zip(pick["ticker"], pick["p_up"])]
+    reg = is_regression(ens.target)
+    sep = "\n" if reg else " "  # a signed prediction is long: its own line under a narrow chart
+    titles = [f"{tk}\n{score_text(p, reg, sep)}" for tk, p in zip(pick["ticker"], pick[sc.column])]
     fig = charts_with_maps(sc.images[rows], maps, titles,
                            title=f"{run.name}: charts ending {stamp} and their Grad-CAM maps")
     write_figure(out / f"charts_{stamp}.png", fig)
     save_resolved(cfg, out)
     write_json(out / f"scores_{stamp}.json", {
-        "run": str(run), "image_set": ens.image_set, "date": stamp, "source": where,
+        "run": str(run), "image_set": ens.image_set, "target": ens.target, "score_column": sc.column,
+        "date": stamp, "source": where,
         "n_scored": len(sc.table), "n_not_scored": len(sc.rejected),
         "not_scored_reasons": sc.rejected["reason"].value_counts().to_dict(),
         "charts": list(pick["ticker"]), "train_hash": ens.card["train_hash"]})

@@ -17,6 +17,16 @@ through their library functions, each resumable and skipped when done. Runs (``d
                                       I5x4/month, transfer.json naming the source run and weights
 
 Each is evaluated by ``pipeline.evaluate.core.evaluate_run`` into ``data/<name>/eval/<run>/``.
+
+A regression target (``train.target`` return | vol_adjusted_return, METHOD 3.6) applies to every
+run of the study alike (they share the train section): the source predicts its target, the
+transfer is that prediction unchanged on the aggregated images, and all are evaluated with the
+regression metrics (sign accuracy, MSE, out-of-sample R^2; no log loss). Signs and ranks are
+scale-free, so accuracy, IC and portfolios compare as for the classifier; the MSE and R^2 of the
+transfer are those of the unchanged prediction against the target of the longer horizon (for
+``return`` a 5-day return forecast judged against 20- or 60-day returns; a vol-adjusted return is
+in standard deviations over its own horizon at every scale).
+
 Outputs in ``data/<name>/timescale/``: timescale.parquet / .csv (:func:`comparison_table`, one row
 per evaluated run), agreement.csv (transferred vs trained P(up) on their common rows),
 timescale.png (:func:`plot_comparison`), config.yaml; and ``reports/<name>.md`` (+ .csv, .png).
@@ -37,8 +47,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import paths
-from pipeline.config import FREQUENCY_HORIZON, Config, image_set_spec, save_resolved, section_hash, split_years
+from pipeline.config import (FREQUENCY_HORIZON, Config, image_set_spec, is_regression, save_resolved,
+                             section_hash, split_years)
 from pipeline.errors import InputError
+from pipeline.evaluate.regression import predicted_up
 from pipeline.images.store import ImageSet, label_suffix
 from pipeline.io import (atomic_path, atomic_write_text, folder_lock, is_done, mark_done, marker_path,
                          read_json, remove_stale_temps, write_figure, write_json, write_parquet)
@@ -104,7 +116,8 @@ def predict_transferred(source: Config, target: Config) -> Path:
     The table has the columns of ``make predict`` (pipeline.predict.core.prediction_frame), the
     label and returns of the target's horizon. Also writes ``transfer.json`` (source run, its
     training hash and weight hashes, image set) and ``_PREDICT_DONE.json``; skipped when done for
-    the same source weights, image set and years. Refuses (InputError) an unfinished source run,
+    the same source weights, image set and years. For a regression source ``p_up`` holds its
+    predicted target, unchanged (no calibration). Refuses (InputError) an unfinished source run,
     an unfinished or stale image set, and an image set of another size than the model's input.
     """
     from pipeline.predict.core import predict_proba, prediction_frame
@@ -191,10 +204,12 @@ def _row(cfg: Config, kind: str, days: int, run_cfg: Config, trained_on: str) ->
         return float("nan") if x is None else float(x)
 
     bayes = m.get("bayes") or {}
+    fit = m.get("regression") or {}  # a regression run's squared-error fit (evaluate/regression.py)
     return {"window_days": days, "kind": kind, "model": t.model, "trained_on": trained_on,
             "applied_to": t.image_set, "horizon": t.horizon, "run": paths.run_name(run_cfg),
             "n": int(m["n"]), "accuracy": f(m["accuracy"]), "accuracy_se": f(m.get("accuracy_se")),
-            "loss": f(m["loss"]), "spearman": f(m["spearman"]), "pearson": f(m["pearson"]),
+            "loss": f(m["loss"]), "mse": f(fit.get("mse")), "r2_oos": f(fit.get("r2_oos")),
+            "spearman": f(m["spearman"]), "pearson": f(m["pearson"]),
             "sharpe_ew": f(m.get("sharpe_ew")), "sharpe_vw": f(m.get("sharpe_vw")),
             "hl_t_ew": f(m.get("hl_t_ew")), "hl_ret_ew": f(m.get("hl_ret_ew")),
             "turnover_ew_pct": f(m.get("turnover_ew_pct")),
@@ -209,11 +224,14 @@ def comparison_table(cfg: Config) -> pd.DataFrame:
 
     Columns: window_days (trading days the chart covers), kind ("trained" | "transfer"), model,
     trained_on / applied_to (image sets), horizon, run, n (evaluated stock-periods), accuracy
-    (fraction, with accuracy_se: date-clustered s.e.), loss (nats), spearman / pearson (mean per-date
-    correlation of P(up) with the return), sharpe_ew / sharpe_vw (annualised H-L Sharpe ratio;
-    VW is dollar-volume weighted on free data), hl_t_ew, hl_ret_ew (annualised, decimal),
-    turnover_ew_pct (% per month), bayes (the synthetic market's Bayes accuracy of those rows, else
-    NaN), share_up_pred / share_up_realised, paper_sharpe_ew / _vw (JF/NB reference, NaN if none).
+    (fraction, with accuracy_se: date-clustered s.e.; of the prediction's sign for a regression
+    target), loss (nats; NaN for a regression target), mse / r2_oos (a regression target's mean
+    squared error and out-of-sample R^2 against a forecast of zero, in the target's units; NaN for
+    the classifier), spearman / pearson (mean per-date correlation of the score with the return),
+    sharpe_ew / sharpe_vw (annualised H-L Sharpe ratio; VW is dollar-volume weighted on free data),
+    hl_t_ew, hl_ret_ew (annualised, decimal), turnover_ew_pct (% per month), bayes (the synthetic
+    market's Bayes accuracy of those rows, else NaN), share_up_pred / share_up_realised,
+    paper_sharpe_ew / _vw (JF/NB reference, NaN if none).
     """
     src = source_config(cfg)
     rows = [_row(cfg, "trained", image_set_spec(cfg.timescale.source).window_days, src, src.train.image_set)]
@@ -228,7 +246,9 @@ def comparison_table(cfg: Config) -> pd.DataFrame:
 def agreement_table(cfg: Config) -> pd.DataFrame:
     """Per target, the transferred and the trained model's P(up) on their common stock-periods:
     window_days, n_common, n_transfer, n_trained, pearson / spearman (pooled over all rows),
-    same_side (fraction on the same side of 0.5)."""
+    same_side (fraction predicting the same side: P(up) on the same side of 0.5; for a regression
+    target, predictions on the same side of 0, pipeline.evaluate.regression.predicted_up)."""
+    regression = is_regression(cfg.train.target)
     rows = []
     for target in cfg.timescale.targets:
         a = pd.read_parquet(paths.run_dir(transfer_config(cfg, target)) / "predictions.parquet",
@@ -241,8 +261,15 @@ def agreement_table(cfg: Config) -> pd.DataFrame:
                      "n_common": len(j), "n_transfer": len(a), "n_trained": len(b),
                      "pearson": float(x.corr(y)) if len(j) > 1 else float("nan"),
                      "spearman": float(x.corr(y, method="spearman")) if len(j) > 1 else float("nan"),
-                     "same_side": float(((x > 0.5) == (y > 0.5)).mean()) if len(j) else float("nan")})
+                     "same_side": float((_up(x, regression) == _up(y, regression)).mean())
+                     if len(j) else float("nan")})
     return pd.DataFrame(rows)
+
+
+def _up(score: pd.Series, regression: bool) -> np.ndarray:
+    """Predicted up per row: P(up) > 0.5, or a regression prediction above 0."""
+    x = score.to_numpy(dtype=np.float64)
+    return predicted_up(x) if regression else x > 0.5
 
 
 def plot_comparison(table: pd.DataFrame, axes=None):  # noqa: ANN001, ANN201
@@ -290,11 +317,13 @@ def _fmt(x, digits: int = 3) -> str:  # noqa: ANN001
     return f"{x:.{digits}f}"
 
 
-def markdown_table(table: pd.DataFrame) -> str:
+def markdown_table(table: pd.DataFrame, regression: bool = False) -> str:
+    """The comparison table in Markdown; ``regression``: MSE and R²_oos in place of the loss."""
+    fit = [("mse", "MSE", 6), ("r2_oos", "R²_oos", 4)] if regression else [("loss", "loss", 4)]
     cols = [("window_days", "window", None), ("kind", "", None), ("model", "model", None),
             ("trained_on", "trained on", None), ("applied_to", "applied to", None),
             ("horizon", "R", None), ("n", "test rows", None), ("accuracy", "accuracy", 4),
-            ("bayes", "Bayes", 4), ("loss", "loss", 4), ("spearman", "Spearman", 4),
+            ("bayes", "Bayes", 4), *fit, ("spearman", "Spearman", 4),
             ("sharpe_ew", "EW H−L SR", 2), ("sharpe_vw", "VW H−L SR", 2),
             ("turnover_ew_pct", "EW turnover %/mo", 0), ("paper_sharpe_ew", "paper EW SR", 2)]
     lines = ["| " + " | ".join(c[1] for c in cols) + " |",
@@ -316,6 +345,8 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 def write_outputs(cfg: Config, table: pd.DataFrame, agree: pd.DataFrame, out_dir: Path,
                   report_dir: Path, wall: float) -> None:
+    from pipeline.gradcam.figures import score_name
+
     out_dir.mkdir(parents=True, exist_ok=True)
     write_parquet(out_dir / "timescale.parquet", table)
     atomic_write_text(out_dir / "timescale.csv", table.to_csv(index=False))
@@ -329,10 +360,20 @@ def write_outputs(cfg: Config, table: pd.DataFrame, agree: pd.DataFrame, out_dir
     save_resolved(cfg, out_dir)
     (i0, i1), (t0, t1) = split_years(cfg.train)
     src = source_config(cfg)
+    regression = is_regression(cfg.train.target)
+    score = score_name(regression)
     agree_lines = [f"- {r.applied_to}: {r.n_common:,} common stock-periods (transfer {r.n_transfer:,}, "
-                   f"trained {r.n_trained:,}); P(up) correlation {_fmt(r.pearson)} (Spearman "
-                   f"{_fmt(r.spearman)}), same side of 0.5 on {_fmt(100 * r.same_side, 1)}%"
+                   f"trained {r.n_trained:,}); {score} correlation {_fmt(r.pearson)} (Spearman "
+                   f"{_fmt(r.spearman)}), same side of {0 if regression else 0.5} on "
+                   f"{_fmt(100 * r.same_side, 1)}%"
                    for r in agree.itertuples()]
+    target_note = (
+        f" Target: `train.target: {cfg.train.target}`, a regression (docs/method.md section 3.6): "
+        "every run learns the label's return (not its up/down class); accuracy is that of the "
+        "prediction's sign, MSE and R²_oos (against a forecast of zero) are in the target's units, "
+        "and the transfer's "
+        f"are those of its unchanged prediction of the R{src.train.horizon} target judged against "
+        "the target of the longer horizon." if regression else "")
     lines = [
         f"# Time-scale transfer: {src.train.model} applied to {', '.join(cfg.timescale.targets)}",
         "",
@@ -343,7 +384,8 @@ def write_outputs(cfg: Config, table: pd.DataFrame, agree: pd.DataFrame, out_dir
         "```",
         "",
         f"The {src.train.model}/R{src.train.horizon} model trained on `{cfg.timescale.source}` is applied "
-        "unchanged (weights, normalisation, calibration) to longer windows drawn as "
+        f"unchanged (weights, normalisation{'' if regression else ', calibration'}) to longer "
+        "windows drawn as "
         f"{image_set_spec(cfg.timescale.source).bars} bars of k days (docs/method.md section 11), "
         "beside the model trained at that scale on the daily chart of the same window. Both are "
         "scored on the same stock-periods and labels. "
@@ -354,12 +396,13 @@ def write_outputs(cfg: Config, table: pd.DataFrame, agree: pd.DataFrame, out_dir
         f"most {cfg.train.epochs} epochs"
         + (f", at most {cfg.train.max_train_images:,} in-sample images" if cfg.train.max_train_images else "")
         + f". Wall time of this invocation: {wall / 60:.1f} min. Resolved config: "
-        f"`data/{cfg.name}/timescale/config.yaml`.",
+        f"`data/{cfg.name}/timescale/config.yaml`." + target_note,
         "",
-        markdown_table(table),
+        markdown_table(table, regression),
         "",
-        "Accuracy and loss over every evaluated test row; Spearman = mean per-date rank correlation of "
-        "P(up) with the realised return; H−L = decile 10 minus decile 1 at the label's frequency; "
+        f"Accuracy and {'MSE' if regression else 'loss'} over every evaluated test row; Spearman = "
+        f"mean per-date rank correlation of {score} with the realised return; H−L = decile 10 "
+        "minus decile 1 at the label's frequency; "
         "VW is dollar-volume weighted on free data; the paper's figures (JF, NB) are reference "
         "points on CRSP, not targets.",
         "",

@@ -610,8 +610,8 @@ def _train_members(rc: Config, run: Path, image_set: ImageSet, index: SampleInde
         done, failed = run_jobs(_member_job, jobs, workers, threads, desc="members")
         if failed:
             raise RuntimeError(f"{run}: " + "; ".join(f"{k} failed ({v})" for k, v in sorted(failed.items()))
-                               + f"; the members that finished are kept: rerun `make train` to "
-                               f"train the rest")
+                               + "; the members that finished are kept: rerun `make train` to "
+                               "train the rest")
         members = {int(k.split()[1]): v for k, v in done.items()}
     for i in range(t.ensemble):  # finished members load; with one process, the rest train here
         if i not in members:
