@@ -72,7 +72,7 @@ gradcam: $(STAMP) ## models + images -> Grad-CAM maps and the Figure-12 panel
 interpret: $(STAMP) ## models + images -> filters, saliency, occlusion, embeddings, class models, robustness
 	$(call STAGE,interpret)
 
-score: $(STAMP) ## a trained run -> P(up) per stock at the panel's latest date (SCORE_ARGS="--date D --tickers A,B")
+score: $(STAMP) ## a trained run -> P(up) (a regression: the predicted return) per stock at the panel's latest date (SCORE_ARGS="--date D --tickers A,B")
 	$(PY) -m pipeline.score --config $(CONFIG) $(OVERRIDES) $(SCORE_ARGS)
 
 ablations: $(STAMP) ## Table-18 variants: train, evaluate, tabulate

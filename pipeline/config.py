@@ -248,7 +248,7 @@ class InterpretConfig:
     occlusion_patch: list[int] = field(default_factory=lambda: [8, 6])  # rows, columns (= stride)
     tsne_perplexity: float = 20.0
     class_model_steps: int = 100
-    class_model_lr: float = 2.0  # pixel units per Adam step
+    class_model_lr: float = 8.0  # pixel units per Adam step (2 gives smooth but faint images)
     class_model_l2: float = 0.5  # weight of the mean squared pixel (0..1 scale)
     class_model_tv: float = 3.0  # weight of the mean absolute neighbour difference (0..1 scale)
     robustness_images: int = 40

@@ -348,6 +348,16 @@ def test_bad_interpret_settings_are_refused_at_load(override, match):
         load_config("demo", [override])
 
 
+@pytest.mark.parametrize("target", ["return", "vol_adjusted_return"])
+def test_a_regression_run_is_refused_naming_the_target(tmp_path, target):
+    from pipeline.errors import InputError
+    from pipeline.interpret.core import run_interpret
+
+    cfg = load_config("demo", [f"data_dir={tmp_path}", f"train.target={target}", "train.calibration=none"])
+    with pytest.raises(InputError, match=f"train.target is '{target}'.*make gradcam"):
+        run_interpret(cfg)
+
+
 def test_defaults_load():
     cfg = load_config("demo")
     assert cfg.interpret.methods[0] == "filters"

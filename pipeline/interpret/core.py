@@ -122,6 +122,12 @@ def _run_interpret(cfg) -> Path:  # noqa: ANN001, C901 - one stage, read top to 
     from pipeline.train.ddp import resolve_device
     from pipeline.train.loop import set_threads
 
+    if cfg.train.target != "class":
+        # Every method here explains the log-odds of P(up) (pipeline.interpret.scoring); a one-output
+        # regression has no probability. Its Grad-CAM maps explain the prediction (make gradcam).
+        raise InputError(f"make interpret explains a classifier's P(up), but train.target is "
+                         f"{cfg.train.target!r} (run {paths.run_name(cfg)}): use train.target=class, "
+                         "or make gradcam for a regression run's maps")
     t0 = time.perf_counter()
     it = cfg.interpret
     run = paths.run_dir(cfg)
