@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from pipeline.errors import InputError
@@ -173,6 +174,18 @@ def load_ensemble(run_dir: str | Path, members: list[int] | None = None, verify:
             raise ModelArtifactError(f"{run_dir} has {len(card['members'])} members; no member {i}")
     return Ensemble(run_dir, card, [load_weights(run_dir, card["members"][i], spec, verify) for i in idx],
                     idx)
+
+
+def read_predictions(path: Path, columns: list[str]) -> pd.DataFrame:
+    """``columns`` of a predictions.parquet, with ``ticker`` after ``stock_id`` when the table has one
+    (predictions written before tickers existed have none), so every table that lists stocks
+    derived from it names them as the predictions do."""
+    import pyarrow.parquet as pq
+
+    if "ticker" in pq.read_schema(path).names and "stock_id" in columns and "ticker" not in columns:
+        i = columns.index("stock_id") + 1
+        columns = [*columns[:i], "ticker", *columns[i:]]
+    return pd.read_parquet(path, columns=columns)
 
 
 def require_current_predictions(run: Path) -> tuple[Path, Path]:

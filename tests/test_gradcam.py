@@ -324,6 +324,10 @@ def test_select_extremes_hand_fixture() -> None:
     assert sel["side"].tolist() == ["up", "up", "down", "down"]
     assert sel["p_up"].tolist() == [0.9, 0.9, 0.1, 0.2]
     assert list(sel.columns) == ["stock_id", "date", "p_up", "side"]
+    # a ticker column of the predictions travels with its rows
+    named = select_extremes(pred.assign(ticker=[f"T{i}" for i in pred["stock_id"]]), 2)
+    assert list(named.columns) == ["stock_id", "ticker", "date", "p_up", "side"]
+    assert named["ticker"].tolist() == ["T1", "T5", "T3", "T7"]
     with pytest.raises(ValueError, match="need 6"):
         select_extremes(pred, 3)
     with pytest.raises(ValueError, match="p_up"):
@@ -443,7 +447,10 @@ def test_run_gradcam_end_to_end(tmp_path) -> None:
     pred = pd.read_parquet(run / "predictions.parquet")
     p02 = pred[pd.to_datetime(pred["date"]).dt.year == 2002]
     sel = pd.read_parquet(out / "selection.parquet")
-    assert list(sel.columns) == ["stock_id", "date", "p_up", "side"]
+    assert list(sel.columns) == ["stock_id", "ticker", "date", "p_up", "side"]
+    names = pred.drop_duplicates("stock_id").set_index("stock_id")["ticker"]
+    pd.testing.assert_series_equal(sel["ticker"], names.loc[sel["stock_id"]].reset_index(drop=True),
+                                   check_names=False)
     assert sel["side"].tolist() == ["up"] * 3 + ["down"] * 3
     np.testing.assert_allclose(sel["p_up"][:3], np.sort(p02["p_up"])[::-1][:3])
     np.testing.assert_allclose(sel["p_up"][3:], np.sort(p02["p_up"])[:3])

@@ -409,6 +409,7 @@ def test_stage_runs_through_the_cli_on_the_synthetic_market(tiny, tmp_path):
     assert {"input_gradient", "guided_backprop", "occlusion"} == set(table["method"])
     sample = pd.read_parquet(out / "sample.parquet")
     assert sample[["rev", "trend", "intra", "surge_dir"]].notna().all().all()
+    assert list(sample.columns[:2]) == ["stock_id", "ticker"] and sample["ticker"].notna().all()
     days = pd.read_parquet(out / "occlusion_days.parquet")
     assert len(days) == 4 * 20 * 2 and set(days["part"]) == {"price", "volume"}
     assert len(pd.read_parquet(out / "embedding.parquet")) == 24

@@ -243,6 +243,10 @@ def test_transfer_predictions_equal_the_source_ensemble(study):
         assert run.name == f"I5_R{tc.train.horizon}-is1993-1995-os1996-1997-x{image_set_spec(target).bar_days}-from-R5"
         assert run != paths.run_dir(src) and not (run / "model.json").exists()
         pred = pd.read_parquet(run / "predictions.parquet")
+        # stocks named as in every prediction table: the ticker of the panel's stocks.parquet
+        stocks = pd.read_parquet(paths.panel_dir(cfg) / "stocks.parquet").set_index("stock_id")["ticker"]
+        assert list(pred.columns[:2]) == ["stock_id", "ticker"]
+        assert (pred["ticker"].to_numpy() == stocks.loc[pred["stock_id"]].to_numpy()).all()
         ens = load_ensemble(paths.run_dir(src))
         s = ImageSet(paths.images_dir(cfg, target))
         got, want = [], []

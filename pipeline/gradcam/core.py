@@ -213,13 +213,15 @@ def select_extremes(pred: pd.DataFrame, n_per_side: int) -> pd.DataFrame:
             not share images).
 
     Returns:
-        DataFrame stock_id, date, p_up, side ("up" rows first, by descending p_up; then "down" by
-        ascending p_up). Ties are broken by (stock_id, date) so the selection is deterministic.
+        DataFrame stock_id, ticker (when ``pred`` has one), date, p_up, side ("up" rows first, by
+        descending p_up; then "down" by ascending p_up). Ties are broken by (stock_id, date) so the
+        selection is deterministic.
     """
     missing = {"stock_id", "date", "p_up"} - set(pred.columns)
     if missing:
         raise InputError(f"predictions lack columns {sorted(missing)}")
-    p = pred[["stock_id", "date", "p_up"]].dropna(subset=["p_up"])
+    p = pred[["stock_id", *(["ticker"] if "ticker" in pred.columns else []), "date", "p_up"]]
+    p = p.dropna(subset=["p_up"])
     if len(p) < 2 * n_per_side:
         raise InputError(f"only {len(p)} predictions with a P(up); need {2 * n_per_side} "
                          f"({n_per_side} per side)")
@@ -362,7 +364,7 @@ def _run_gradcam(cfg) -> Path:
                              write_parquet)
     from pipeline.train.data import norm_for_year
     from pipeline.train.ddp import resolve_device
-    from pipeline.runs import load_ensemble, require_current_predictions
+    from pipeline.runs import load_ensemble, read_predictions, require_current_predictions
     from pipeline.train.loop import set_threads
 
     run = paths.run_dir(cfg)
@@ -379,7 +381,7 @@ def _run_gradcam(cfg) -> Path:
 
     gc = cfg.gradcam
     imgset = ImageSet(paths.images_dir(cfg, cfg.train.image_set))
-    pred = pd.read_parquet(pred_path, columns=["stock_id", "date", "p_up", "label"])
+    pred = read_predictions(pred_path, ["stock_id", "date", "p_up", "label"])
     pred["date"] = pd.to_datetime(pred["date"])
     year = choose_year(cfg, pred["date"].dt.year.unique(), imgset.years)
     pred = pred[pred["date"].dt.year == year].dropna(subset=["p_up"]).reset_index(drop=True)

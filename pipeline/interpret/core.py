@@ -117,7 +117,7 @@ def _run_interpret(cfg) -> Path:  # noqa: ANN001, C901 - one stage, read top to 
     from pipeline.interpret.scoring import EnsembleScore, predict_p_up, to_pixels
     from pipeline.io import (atomic_path, input_stamp, is_done, mark_done, read_json, write_figure,
                              write_json, write_parquet)
-    from pipeline.runs import load_ensemble, require_current_predictions
+    from pipeline.runs import load_ensemble, read_predictions, require_current_predictions
     from pipeline.train.data import norm_for_year
     from pipeline.train.ddp import resolve_device
     from pipeline.train.loop import set_threads
@@ -149,7 +149,7 @@ def _run_interpret(cfg) -> Path:  # noqa: ANN001, C901 - one stage, read top to 
     imgset = ImageSet(paths.images_dir(cfg, cfg.train.image_set))
     suffix = label_suffix(cfg.train.horizon, cfg.train.label_return)
     ret_col = f"ret_{suffix}"
-    pred = pd.read_parquet(pred_path, columns=["stock_id", "date", "p_up", ret_col])
+    pred = read_predictions(pred_path, ["stock_id", "date", "p_up", ret_col])
     pred["date"] = pd.to_datetime(pred["date"])
     year = _year(cfg, pred["date"].dt.year.unique(), imgset.years)
     pred = pred[pred["date"].dt.year == year].dropna(subset=["p_up"]).reset_index(drop=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -310,27 +311,38 @@ def _write_predictions(rc: Config, run: Path, image_set: ImageSet, years: list[i
     if tickers is None:
         log.info("%s was not built from a panel by the image stage: no id map, tickers left null",
                  image_set.directory)
+
+    def frames() -> Iterator[pd.DataFrame]:
+        for y in years:
+            labels = image_set.labels(y)
+            parts = [_part_paths(run, i, y)[0] for i in range(t.ensemble)]
+            columns = [np.load(p) for p in parts]
+            for p, c in zip(parts, columns):
+                if c.shape != (len(labels),):
+                    raise InputError(f"{p}: {c.shape} predictions per member but {len(labels)} "
+                                     f"label rows for year {y}; delete that file and predict again")
+            df = prediction_frame(labels, np.column_stack(columns), suffix, calibrations)
+            add_tickers(df, tickers, source, where=f"{image_set.directory} year {y}")
+            log.info("year %d: %d images, mean P(up) %.4f", y, len(df), float(df["p_up"].mean()))
+            yield df
+
+    return write_year_frames(out, frames())
+
+
+def write_year_frames(out: Path, frames: Iterable[pd.DataFrame]) -> int:
+    """Write predictions.parquet atomically from per-year frames (one row group each, the first
+    frame's schema for all, so a year whose column is all null keeps the type); the rows written."""
     rows = 0
     with atomic_path(out) as tmp:
         writer = None
         try:
-            for y in years:
-                labels = image_set.labels(y)
-                parts = [_part_paths(run, i, y)[0] for i in range(t.ensemble)]
-                columns = [np.load(p) for p in parts]
-                for p, c in zip(parts, columns):
-                    if c.shape != (len(labels),):
-                        raise InputError(f"{p}: {c.shape} predictions per member but {len(labels)} "
-                                         f"label rows for year {y}; delete that file and predict again")
-                df = prediction_frame(labels, np.column_stack(columns), suffix, calibrations)
-                add_tickers(df, tickers, source, where=f"{image_set.directory} year {y}")
+            for df in frames:
                 table = pa.Table.from_pandas(df, preserve_index=False,
                                              schema=writer.schema if writer else None)
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
                 rows += len(df)
-                log.info("year %d: %d images, mean P(up) %.4f", y, len(df), float(df["p_up"].mean()))
         finally:
             if writer is not None:
                 writer.close()

@@ -39,12 +39,11 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline import paths
 from pipeline.config import (FREQUENCY_HORIZON, Config, image_set_spec, is_regression, save_resolved,
@@ -52,7 +51,7 @@ from pipeline.config import (FREQUENCY_HORIZON, Config, image_set_spec, is_regre
 from pipeline.errors import InputError
 from pipeline.evaluate.regression import predicted_up
 from pipeline.images.store import ImageSet, label_suffix
-from pipeline.io import (atomic_path, atomic_write_text, folder_lock, is_done, mark_done, marker_path,
+from pipeline.io import (atomic_write_text, folder_lock, is_done, mark_done, marker_path,
                          read_json, remove_stale_temps, write_figure, write_json, write_parquet)
 
 log = logging.getLogger(__name__)
@@ -120,7 +119,8 @@ def predict_transferred(source: Config, target: Config) -> Path:
     predicted target, unchanged (no calibration). Refuses (InputError) an unfinished source run,
     an unfinished or stale image set, and an image set of another size than the model's input.
     """
-    from pipeline.predict.core import predict_proba, prediction_frame
+    from pipeline.predict.core import (add_tickers, predict_proba, prediction_frame, stock_tickers,
+                                       write_year_frames)
     from pipeline.runs import load_ensemble, read_model_card
     from pipeline.train import ddp
     from pipeline.train.data import norm_for_year, oos_years
@@ -161,24 +161,18 @@ def predict_transferred(source: Config, target: Config) -> Path:
         if rt.device.type == "cpu":
             set_threads(t)
         suffix = label_suffix(t.horizon, t.label_return)
-        rows = 0
-        with atomic_path(out) as tmp:
-            writer = None
-            try:
-                for y in years:
-                    mean, std = norm_for_year(ens.norm, y)
-                    probs = predict_proba(ens.members, image_set.images(y), mean, std, rt,
-                                          target.evaluate.predict_batch_size, desc=f"transfer {y}")
-                    df = prediction_frame(image_set.labels(y), probs, suffix, ens.calibrations)
-                    table = pa.Table.from_pandas(df, preserve_index=False,
-                                                 schema=writer.schema if writer else None)
-                    if writer is None:
-                        writer = pq.ParquetWriter(tmp, table.schema)
-                    writer.write_table(table)
-                    rows += len(df)
-            finally:
-                if writer is not None:
-                    writer.close()
+        tickers, source_file = stock_tickers(target, image_set)
+
+        def frames() -> Iterator[pd.DataFrame]:
+            for y in years:
+                mean, std = norm_for_year(ens.norm, y)
+                probs = predict_proba(ens.members, image_set.images(y), mean, std, rt,
+                                      target.evaluate.predict_batch_size, desc=f"transfer {y}")
+                df = prediction_frame(image_set.labels(y), probs, suffix, ens.calibrations)
+                add_tickers(df, tickers, source_file, where=f"{image_set.directory} year {y}")
+                yield df
+
+        rows = write_year_frames(out, frames())
         write_json(out_dir / TRANSFER_CARD, origin)
         save_resolved(target, out_dir)
     mark_done(out_dir, settings, "_PREDICT_DONE", rows=rows, seconds=round(time.perf_counter() - t0, 1),
