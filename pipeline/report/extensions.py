@@ -186,7 +186,9 @@ def section_interpret(exp: Experiment, config_ref: str) -> Section:
             "How much of each map falls on the regions where the synthetic market plants its signal "
             "(on real data these are reference regions, not known signal locations): 1 means spread "
             "evenly, above 1 concentrated there."))
-        for subset in dict.fromkeys(planted["subset"]):
+        # All images, and the surge days where the volume signal is planted; the figure below
+        # and planted_signal.csv hold the other subsets (strong reversal, strong trend, ...).
+        for subset in [s for s in ("all", "surge_days") if s in set(planted["subset"])]:
             sec.blocks.append(table_block(planted_signal_pivot(planted, subset),
                                           f"Concentration ratio of each map by region ({subset})", digits=2))
     for path, caption in figs:
