@@ -294,7 +294,3 @@ def section_transfer(exp: Experiment, config_ref: str) -> Section | None:
                                f"{m.get('sharpe_ew', float('nan')):.2f}."))
     return sec
 
-
-EXTENSION_BUILDERS = (section_characteristics, section_regression, section_delays, section_interpret,
-                      section_timescale, section_transfer)
-
