@@ -169,7 +169,9 @@ def bench_stage(config: str = "stooq_i20r20", image_set: str = "I20/month",
     ``paths.panel_dir(cfg)`` into a scratch folder beside the real set (deleted afterwards, so the
     real set is neither reused nor clobbered) and returns {"images", "wall_s", "images_per_s",
     "cpu_s_this_process" (the whole stage's CPU time when workers=1, tasks then run in-process),
-    "plan_s", "render_s", "merge_s", "workers"}. Build the panel first:
+    "plan_s", "render_s", "merge_s", "workers"}. The phases are those of ``_DONE.json``: plan
+    (panel keys, candidates, slots), render (the parts, with the label table and provenance made
+    beside them by a thread), merge (year files into place, label tables). Build the panel first:
     ``python -m pipeline.panel --config stooq_i20r20``.
     """
     import shutil
@@ -212,6 +214,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stage", choices=["auto", "skip", "only"], default="auto",
                    help="whole monthly I20 stage timing: auto = when the panel exists")
     p.add_argument("--config", default="stooq_i20r20", help="config of the stage timing")
+    p.add_argument("--stage-workers", type=int, default=None,
+                   help="processes for the stage timing (default: --workers; 1 = in-process, "
+                        "then the CPU time is the whole stage's)")
     args = p.parse_args(argv)
     if args.stage != "only":
         _drawing_section(args)
@@ -221,12 +226,16 @@ def main(argv: list[str] | None = None) -> None:
 
 def _stage_section(args: argparse.Namespace) -> None:
     try:
-        r = bench_stage(args.config, workers=args.workers)
+        r = bench_stage(args.config, workers=args.stage_workers or args.workers)
     except FileNotFoundError as e:
         print(f"whole-stage timing skipped: {e}")
         return
+    per_core = r["images_per_s"] / r["workers"]
+    cpu = (f"; {r['images'] / r['cpu_s_this_process']:,.0f} images per CPU-second"
+           if r["workers"] == 1 else "")
     print(f"whole image stage, {args.config} I20/month, {r['workers']} workers: {r['images']:,} "
-          f"images in {r['wall_s']:.1f} s = {r['images_per_s']:,.0f} images/s "
+          f"images in {r['wall_s']:.1f} s = {r['images_per_s']:,.0f} images/s, "
+          f"{per_core:,.0f} per core{cpu} "
           f"(plan {r['plan_s']} s, render {r['render_s']} s, merge {r['merge_s']} s; "
           f"CPU of this process {r['cpu_s_this_process']:.1f} s)")
 

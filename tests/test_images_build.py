@@ -60,10 +60,9 @@ def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("img")
     df = write_tiny(tmp / "t" / "panel")
     cfg = cfg_for(tmp)
-    from pipeline.cli import run_stage
     from pipeline.images.__main__ import main
 
-    run_stage("images", main, argv=["--set", f"data_dir={tmp}", "--set", "name=t",
+    main(argv=["--set", f"data_dir={tmp}", "--set", "name=t",
                                     "--set", "images.start_year=2001",
                                     "--set", "images.end_year=2001",
                                     "--set", "images.stocks_per_shard=2",
@@ -162,10 +161,11 @@ def test_parts_resume(tmp_path):
                                 2001, "strict", 2, True, True, section_hash(settings))
     assert len(plan.tasks) == 2  # stocks 10, 20 | 30
     first = build.run_part(plan.tasks[0])
-    npy = out / "_parts" / "2001" / "shard_0000.npy"
-    stamp = npy.stat().st_mtime_ns
+    year_file = out / "_parts" / "images_2001.npy"
+    marker = out / "_parts" / "2001" / "shard_0000.json"
+    stamps = year_file.stat().st_mtime_ns, marker.stat().st_mtime_ns
     assert build.run_part(plan.tasks[0]) == first
-    assert npy.stat().st_mtime_ns == stamp  # done part skipped
+    assert (year_file.stat().st_mtime_ns, marker.stat().st_mtime_ns) == stamps  # done part skipped
     build.build_image_set(cfg, "I20/month", LocalExecutor(1))
     assert ImageSet(out).count(2001) == 29
     # New settings rebuild the set in place; the 2001 files of the old build are removed.
@@ -202,6 +202,20 @@ def test_refuses_panels_violating_the_contract(tmp_path):
     assert len(df)
 
 
+def test_contact_sheet_is_redrawn_only_when_the_set_or_its_settings_change(built):
+    import os
+
+    from pipeline.images.contact_sheet import update_contact_sheet
+
+    _, _, _, out = built
+    sheet = out / "contact_sheet.png"
+    os.utime(sheet, ns=(1, 1))  # older than the set: times do not matter, hashes do
+    update_contact_sheet(out, 5, title="t I20/month")
+    assert sheet.stat().st_mtime_ns == 1  # the stage's own sheet (same set, same settings): kept
+    update_contact_sheet(out, 6, title="t I20/month")
+    assert sheet.stat().st_mtime_ns > 1  # another sample size: drawn again
+
+
 def test_contact_sheet_samples(built):
     from pipeline.images.contact_sheet import sample_images
 
@@ -233,3 +247,123 @@ def test_i60_quarterly_next_available(tmp_path):
     assert jun.ret_quarter == pytest.approx((1 + a["2001-06-30":"2001-09-28"]).prod() - 1,
                                             rel=1e-11)
     assert lab.loc[lab.date == "2001-12-31", "ret_quarter"].isna().all()
+
+
+# --------------------------------------------------------------------------------------------------
+# Year files written in place by the parts; gaps left by renderer rejections; resume
+
+
+def direct_images(df, lab, window=20):
+    """The renderer's image of every label row, from the panel frame directly (no build code)."""
+    cols = ["open", "high", "low", "close", "volume", "ret"]
+    out = []
+    for sid, date in zip(lab.stock_id, lab.date):
+        hist = df[(df.stock_id == sid) & (df.date <= date)].tail(2 * window)[cols].to_numpy()
+        block = np.full((1, 2 * window, 6), np.nan)
+        block[0, 2 * window - len(hist):] = hist
+        img, status = render_windows(block, np.array([len(hist)]), window)
+        assert status[0] == -1, (sid, date)
+        out.append(img[0])
+    return np.stack(out)
+
+
+def panel_with_renderer_rejections():
+    """tiny_panel with a missing close on the first block row of two month-end windows (R2):
+    stock 10's 2001-05-31 (shard 0) and stock 30's 2001-11-30 (shard 1, stocks_per_shard=2)."""
+    df = tiny_panel()
+    for sid, date in [(10, "2001-05-31"), (30, "2001-11-30")]:
+        rows = np.flatnonzero((df.stock_id == sid) & (df.date <= date))
+        df.loc[rows[-40], "close"] = np.nan
+    return df
+
+
+def test_renderer_rejections_leave_no_gap(tmp_path):
+    df = write_tiny(tmp_path / "t" / "panel", panel_with_renderer_rejections())
+    out = build.build_image_set(cfg_for(tmp_path), "I20/month", LocalExecutor(1))
+    s = ImageSet(out)
+    lab = s.labels(2001)
+    rej = s.rejections()["2001"]
+    assert (rej["R0_no_record_on_date"], rej["R1_short_history"],
+            rej["R2_bad_first_raw_close"]) == (1, 1, 2)
+    assert lab.groupby("stock_id").size().to_dict() == {10: 11, 20: 11, 30: 5}
+    assert pd.Timestamp("2001-05-31") not in set(lab.loc[lab.stock_id == 10, "date"])
+    # The year file had room for 29 images; the two gaps are closed and the header says 27.
+    images = s.images(2001)
+    assert images.shape == (27, 64, 60)
+    np.testing.assert_array_equal(images, direct_images(df, lab))
+    assert not (out / "_parts").exists()
+
+
+def test_same_bytes_for_any_sharding_chaining_and_pool(tmp_path):
+    """The artifacts do not depend on how the parts are grouped or where they run."""
+    write_tiny(tmp_path / "t" / "panel", panel_with_renderer_rejections())
+    outs = []
+    for i, (per_shard, workers) in enumerate([(2, 1), (1, 1), (1, 2), (4, 2)]):
+        cfg = cfg_for(tmp_path, stocks_per_shard=per_shard, workers=workers)
+        out = tmp_path / f"set{i}"
+        build.build_image_set(cfg, "I20/month", LocalExecutor(workers),
+                              panel_dir=tmp_path / "t" / "panel", out_dir=out)
+        outs.append(out)
+    for name in ["images_2001.npy", "labels_2001.parquet", "rejections.json"]:
+        ref = (outs[0] / name).read_bytes()
+        assert all((o / name).read_bytes() == ref for o in outs[1:]), name
+
+
+def test_chains_group_consecutive_years_of_a_shard():
+    t = [build.PartTask(panel_dir="", part_stem=f"{y}/{k}", year_file="", year_slots=0,
+                        first_slot=0, year=y, shard=k, window=20, ma=True, volume=True,
+                        stock_ids=np.zeros(0, np.int32), read_years=[y], sid=np.zeros(0, np.int32),
+                        day=np.zeros(0, np.int64), start_day=np.zeros(0, np.int64),
+                        n_hist=np.zeros(0, np.int64), r0=0, r1=0, settings_hash="h")
+         for y in range(2000, 2004) for k in range(2 if y < 2002 else 1)]
+    # tasks: 2000/0 2000/1 2001/0 2001/1 2002/0 2003/0
+    assert build.chains(t, 1) == [[0, 2, 4, 5], [1, 3]]
+    assert build.chains(t, 3) == [[0, 2], [4, 5], [1, 3]]
+    assert sorted(i for c in build.chains(t, 100) for i in c) == list(range(len(t)))
+
+
+def test_resume_after_some_parts_and_a_damaged_year_file(tmp_path):
+    df = write_tiny(tmp_path / "t" / "panel", panel_with_renderer_rejections())
+    cfg = cfg_for(tmp_path, stocks_per_shard=1, start_year=2000, end_year=2001)
+    panel = tmp_path / "t" / "panel"
+    out = tmp_path / "t" / "images" / "I20_month"
+    h = build.image_set_hash(cfg, "I20/month", panel)
+    keys = build.read_panel_keys(panel)
+    plan = build.plan_image_set(keys, panel.resolve(), out.resolve() / "_parts", 20, "month", 2000,
+                                2001, "strict", 1, True, True, h)
+    build._prepare_parts(out.resolve() / "_parts", plan, h)
+    # An interrupted run: one chain done (markers of 2000 and 2001 of shard 0), the rest not.
+    first = build.chains(plan.tasks, 1)[0]
+    build.run_parts([plan.tasks[i] for i in first])
+    done = sorted((out / "_parts").rglob("shard_*.json"))
+    assert len(done) == len(first) == 2
+    year_2000 = out / "_parts" / "images_2000.npy"
+    with open(year_2000, "ab") as f:  # damaged: the 2000 file is no longer of its planned size
+        f.write(b"x")
+    build.build_image_set(cfg, "I20/month", LocalExecutor(1))
+    s = ImageSet(out)
+    for y in (2000, 2001):
+        lab = s.labels(y)
+        np.testing.assert_array_equal(s.images(y), direct_images(df, lab))
+    assert s.images(2001).shape[0] == 27 and not (out / "_parts").exists()
+
+
+def test_year_file_is_moved_into_place_not_copied(tmp_path):
+    """Without renderer rejections the parts fill every slot (R1 windows get none): the merge
+    renames the year file the parts wrote, the same inode, and copies no image."""
+    write_tiny(tmp_path / "t" / "panel")
+    cfg = cfg_for(tmp_path)
+    panel = tmp_path / "t" / "panel"
+    out = tmp_path / "t" / "images" / "I20_month"
+    h = build.image_set_hash(cfg, "I20/month", panel)
+    plan = build.plan_image_set(build.read_panel_keys(panel), panel.resolve(),
+                                out.resolve() / "_parts", 20, "month", 2001, 2001, "strict", 2,
+                                True, True, h)
+    assert sum(t.r1 for t in plan.tasks) == 1 and plan.tasks[0].year_slots == 29
+    build._prepare_parts(out.resolve() / "_parts", plan, h)
+    for c in build.chains(plan.tasks, 1):
+        build.run_parts([plan.tasks[i] for i in c])
+    inode = (out / "_parts" / "images_2001.npy").stat().st_ino
+    build.build_image_set(cfg, "I20/month", LocalExecutor(1))  # resumes: every part is done
+    assert (out / "images_2001.npy").stat().st_ino == inode
+    assert ImageSet(out).images(2001).shape == (29, 64, 60)

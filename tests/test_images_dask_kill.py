@@ -54,16 +54,16 @@ def test_killing_the_dask_image_stage_leaves_no_process_and_a_rerun_builds_the_s
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seen: set[int] = set()
     try:
-        # Wait until the workers are inside their tasks: a first part file written by one of them.
+        # Wait until the workers are inside their tasks: a first part done by one of them.
         deadline = time.time() + 180
         while time.time() < deadline and stage.poll() is None:
             seen |= descendants(stage.pid)
-            if parts.is_dir() and any(parts.rglob("shard_*.npy")):
+            if parts.is_dir() and any(parts.rglob("shard_*.json")):
                 break
             time.sleep(0.05)
         seen |= descendants(stage.pid)
         assert stage.poll() is None, "the image stage finished before it could be killed mid-run"
-        assert any(parts.rglob("shard_*.npy")), "no Dask worker wrote a part before the deadline"
+        assert any(parts.rglob("shard_*.json")), "no Dask worker wrote a part before the deadline"
         workers = {p for p in alive(seen) if "spawn_main" in _cmdline(p)}
         assert len(workers) >= 2, f"the Dask workers were not seen: {[_cmdline(p) for p in seen]}"
         survivors = kill_and_wait(stage, seen)

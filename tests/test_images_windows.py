@@ -78,3 +78,12 @@ def test_gather_blocks_pads_front_with_nan():
     assert np.isnan(b[0, :7]).all() and (b[0, 7:] == values[0:3]).all()
     assert (b[1] == values[3:13]).all()
     assert np.isnan(b[2, :3]).all() and (b[2, 3:] == values[3:10]).all()
+
+
+def test_ranges_concatenates_row_ranges():
+    from pipeline.images.windows import ranges
+
+    lo, hi = np.array([5, 0, 9, 3]), np.array([8, 0, 11, 4])
+    assert ranges(lo, hi).tolist() == [5, 6, 7, 9, 10, 3]  # empty ranges contribute nothing
+    assert ranges(np.array([2]), np.array([2])).tolist() == []
+    assert ranges(np.array([0, 1]), np.array([0, 3])).tolist() == [1, 2]

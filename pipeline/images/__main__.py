@@ -13,21 +13,20 @@ import logging
 from pipeline.cli import run_stage
 from pipeline.config import Config
 from pipeline.images.build import build_image_set
-from pipeline.images.contact_sheet import contact_sheet
+from pipeline.images.contact_sheet import update_contact_sheet
 from pipeline.images.executor import make_executor
 from pipeline.images.store import ImageSet
 
 log = logging.getLogger("pipeline.images")
 
 
-def main(cfg: Config, args: argparse.Namespace) -> None:
+def build_images(cfg: Config) -> None:
+    """Build every ``images.sets`` entry on one executor, each with its contact sheet."""
     executor = make_executor(cfg.images)
     try:
         for s in cfg.images.sets:
             out = build_image_set(cfg, s, executor)
-            sheet = out / "contact_sheet.png"
-            if not sheet.exists() or sheet.stat().st_mtime < (out / "_DONE.json").stat().st_mtime:
-                contact_sheet(out, cfg.images.contact_sheet_samples, title=f"{cfg.name} {s}")
+            update_contact_sheet(out, cfg.images.contact_sheet_samples, title=f"{cfg.name} {s}")
             iset = ImageSet(out)
             totals: dict[str, int] = {}
             for counts in iset.rejections().values():
@@ -39,5 +38,13 @@ def main(cfg: Config, args: argparse.Namespace) -> None:
         executor.close()
 
 
+def _body(cfg: Config, _args: argparse.Namespace) -> None:
+    build_images(cfg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_stage("Render chart images and labels from the panel", _body, argv)
+
+
 if __name__ == "__main__":
-    run_stage("Render chart images and labels from the panel", main)
+    main()

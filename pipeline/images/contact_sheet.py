@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import section_hash
 from pipeline.images.store import ImageSet
-from pipeline.io import write_figure
+from pipeline.io import is_done, mark_done, marker_path, read_json, write_figure
 
 
 def sample_images(image_set: ImageSet, n: int, seed: int = 0
@@ -71,4 +72,20 @@ def contact_sheet(directory: str | Path, n: int = 24, path: str | Path | None = 
     fig.suptitle(title or directory.name, fontsize=9)
     fig.tight_layout()
     write_figure(out, fig)
+    return out
+
+
+def update_contact_sheet(directory: str | Path, n: int = 24, seed: int = 0,
+                         title: str | None = None) -> Path:
+    """``contact_sheet.png`` of a built set, drawn again only when the set or the sheet's settings
+    changed: ``_SHEET_DONE.json`` holds a hash of the set's completion marker and of (n, seed,
+    title), the project's one change-detection rule (hashes, not file times)."""
+    directory = Path(directory)
+    out = directory / "contact_sheet.png"
+    key = section_hash({"set": read_json(marker_path(directory)).get("hash"), "n": int(n),
+                        "seed": int(seed), "title": title})
+    if out.exists() and is_done(directory, key, "_SHEET_DONE"):
+        return out
+    contact_sheet(directory, n, seed=seed, title=title)
+    mark_done(directory, key, "_SHEET_DONE")
     return out

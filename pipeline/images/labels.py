@@ -8,16 +8,17 @@ image belongs to. Image rows are panel row indices of the image dates.
 
 from __future__ import annotations
 
+import typing
 import numpy as np
 import pandas as pd
 
-from pipeline.config import FREQUENCIES
+from pipeline.config import FREQUENCIES, PeriodRetMode
 from pipeline.images import windows
 from pipeline.images.store import LABEL_TABLE_COLUMNS, RETURN_SUFFIXES, labels_from_returns
 
 EWMA_ALPHA = 0.05
 RECORD_HORIZONS = (5, 20, 60)
-PERIOD_MODES = ("strict", "next_available")
+PERIOD_MODES: tuple[str, ...] = typing.get_args(PeriodRetMode)
 
 
 def row_stock_index(offsets: np.ndarray) -> np.ndarray:
@@ -140,12 +141,14 @@ def period_returns(cl: np.ndarray, days: np.ndarray, offsets: np.ndarray, calend
 
 def label_table(stock_ids: np.ndarray, offsets: np.ndarray, days: np.ndarray, ret: np.ndarray,
                 mktcap: np.ndarray, calendar: np.ndarray, rows: np.ndarray,
-                mode: str = "strict") -> pd.DataFrame:
+                mode: str = "strict", keys: tuple[np.ndarray, int, int] | None = None
+                ) -> pd.DataFrame:
     """The label table (store.LABEL_TABLE_COLUMNS) of the images at panel ``rows``.
 
     stock_ids: (k,) unique ids; offsets (k+1,); days int64 (N,) (windows.to_days of the dates),
     ret, mktcap float64 (N,) in panel order; calendar datetime64 all panel trading days;
-    rows int64 (n,) image rows in panel order. Returns n rows in the order of ``rows``.
+    rows int64 (n,) image rows in panel order; keys: windows.row_keys(days, offsets) when the
+    caller has it. Returns n rows in the order of ``rows``.
     """
     rows = np.asarray(rows, dtype=np.int64)
     days = np.asarray(days, dtype=np.int64)
@@ -161,7 +164,7 @@ def label_table(stock_ids: np.ndarray, offsets: np.ndarray, days: np.ndarray, re
     }
     for k in RECORD_HORIZONS:
         out[f"ret_{k}d"] = forward_returns(cl, rows, stock_end, k)
-    keys = windows.row_keys(days, offsets)
+    keys = keys if keys is not None else windows.row_keys(days, offsets)
     for f in FREQUENCIES:
         out[f"ret_{f}"] = period_returns(cl, days, offsets, calendar, rows, f, mode, keys)
     for s in RETURN_SUFFIXES:

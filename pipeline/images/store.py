@@ -25,21 +25,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import HORIZON_FREQUENCY
+from pipeline.config import FREQUENCIES, HORIZON_FREQUENCY
 from pipeline.errors import InputError
 from pipeline.io import read_json, write_npy, write_parquet
 
 IMAGE_SHAPES = {5: (32, 15), 20: (64, 60), 60: (96, 180)}
-RETURN_SUFFIXES = ("5d", "20d", "60d", "week", "month", "quarter")
+# The labelled returns: h trading days from the image date ("5d", "20d", "60d"), then the calendar
+# periods ("week", "month", "quarter").
+RETURN_SUFFIXES = (*(f"{h}d" for h in HORIZON_FREQUENCY), *FREQUENCIES)
 RETURN_COLUMNS = [f"ret_{s}" for s in RETURN_SUFFIXES]
 LABEL_COLUMNS = [f"label_{s}" for s in RETURN_SUFFIXES]
 LABEL_TABLE_COLUMNS = ["stock_id", "date", "mktcap", "ewma_vol", *RETURN_COLUMNS, *LABEL_COLUMNS]
-PERIOD_OF_HORIZON = HORIZON_FREQUENCY  # the period return a horizon's label uses
 
 
 def label_suffix(horizon: int, label_return: str = "period") -> str:
     """Which return a model of this horizon learns: ``month`` for R20 (period) or ``20d`` (records)."""
-    return PERIOD_OF_HORIZON[horizon] if label_return == "period" else f"{horizon}d"
+    return HORIZON_FREQUENCY[horizon] if label_return == "period" else f"{horizon}d"
 
 
 def labels_from_returns(ret: np.ndarray) -> np.ndarray:
@@ -47,10 +48,6 @@ def labels_from_returns(ret: np.ndarray) -> np.ndarray:
     out = np.where(ret > 0, 1, 0).astype(np.int8)
     out[np.isnan(ret)] = 2
     return out
-
-
-def image_set_name(window: int, freq: str) -> str:
-    return f"I{window}_{freq}"
 
 
 def write_year(directory: str | Path, year: int, images: np.ndarray, labels: pd.DataFrame) -> None:

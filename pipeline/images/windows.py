@@ -23,6 +23,9 @@ from pipeline.config import FREQUENCIES
 # Columns handed to the renderer, in this order (ARCHITECTURE / render.render_windows contract).
 RENDER_COLUMNS = ["open", "high", "low", "close", "volume", "ret"]
 R0_CODE = 0  # no valid-return record on the image date (assigned here, not by the renderer)
+# Fewer than W bars of history: render_windows rejects such a window with this code, and the image
+# stage's plan counts it itself without drawing it (pipeline.images.build.plan_image_set).
+R1_CODE = 1
 
 
 def to_days(dates: np.ndarray) -> np.ndarray:
@@ -77,15 +80,18 @@ def _period_last_calendar_day(key: int, freq: str) -> int:
     return int(nxt) - 1
 
 
-def period_ends(calendar: np.ndarray, freq: str) -> np.ndarray:
-    """Period-end trading days of a calendar (METHOD 2.9).
+def period_ends(calendar: np.ndarray, freq: str, complete_only: bool = True) -> np.ndarray:
+    """Period-end trading days of a calendar (METHOD 2.9): the one definition, for the images,
+    the labels, the Bayes bound and the benchmark strategies' rebalance calendar.
 
     calendar: datetime64 (n,) every trading day of the panel (any order, duplicates allowed).
     Returns datetime64[ns] (m,) sorted: the last calendar date of each Mon-Sun week / month /
-    quarter. The final period is dropped when the calendar stops before that period's last
-    calendar day: its last trading day is then not known to be the period end (e.g. a panel ending
-    on Tuesday 2019-12-31 has no complete last week). This is conservative when a panel ends on
-    a Friday; the dropped date would have no next-period return anyway.
+    quarter. With ``complete_only`` (images and labels) the final period is dropped when the
+    calendar stops before that period's last calendar day: its last trading day is then not known
+    to be the period end (e.g. a panel ending on Tuesday 2019-12-31 has no complete last week).
+    This is conservative when a panel ends on a Friday; the dropped date would have no
+    next-period return anyway. ``complete_only=False`` keeps it (a rebalance calendar that must
+    cover every date a signal is formed on).
     """
     days = np.unique(to_days(calendar))
     if len(days) == 0:
@@ -93,7 +99,7 @@ def period_ends(calendar: np.ndarray, freq: str) -> np.ndarray:
     keys = period_keys(days, freq)
     last_of_group = np.r_[keys[1:] != keys[:-1], True]
     ends = days[last_of_group]
-    if days[-1] < _period_last_calendar_day(keys[-1], freq):
+    if complete_only and days[-1] < _period_last_calendar_day(keys[-1], freq):
         ends = ends[:-1]
     return ends.astype("datetime64[D]").astype("datetime64[ns]")
 
@@ -110,6 +116,23 @@ def stock_offsets(stock_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def composite_keys(stock_index: np.ndarray, days: np.ndarray, day0: int, span: int) -> np.ndarray:
     """Strictly increasing int64 key of (stock index, day) for panel-ordered rows."""
     return stock_index.astype(np.int64) * span + (days - day0)
+
+
+def ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(lo[i], hi[i])`` over i (each hi >= lo), int64 (sum(hi - lo),):
+    the rows of a list of row ranges, built without a loop over the ranges."""
+    lo = np.asarray(lo, dtype=np.int64)
+    hi = np.asarray(hi, dtype=np.int64)
+    n = hi - lo
+    total = int(n.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    step = np.ones(total, dtype=np.int64)
+    nz = n > 0
+    # Each range starts at its lo: the step from the previous range's last row is
+    # lo - (hi_prev - 1).
+    step[(np.cumsum(n) - n)[nz]] = lo[nz] - np.r_[0, hi[nz][:-1] - 1]
+    return np.cumsum(step)
 
 
 @dataclass
