@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.evaluate.portfolios import pooled_deciles
 from pipeline.gradcam.core import (
     ensemble_grad_cam,
     grad_cam,
     group_means,
     locate_rows,
-    pooled_deciles,
     select_extremes,
 )
 from pipeline.gradcam.figures import average_maps_figure, gradcam_panel
@@ -426,7 +426,7 @@ def test_run_gradcam_end_to_end(tmp_path) -> None:
     from interp_experiment import make_tiny_experiment
 
     from pipeline import paths
-    from pipeline.gradcam.core import run_gradcam
+    from pipeline.gradcam.stage import run_gradcam
     from pipeline.io import read_json
     from pipeline.images.store import ImageSet
     from pipeline.predict.core import predict_run
@@ -493,7 +493,7 @@ def test_run_gradcam_refuses_predictions_older_than_the_run(tmp_path) -> None:
     from interp_experiment import make_tiny_experiment
 
     from pipeline import paths
-    from pipeline.gradcam.core import run_gradcam
+    from pipeline.gradcam.stage import run_gradcam
     from pipeline.io import StaleInputError, mark_done
     from pipeline.predict.core import predict_run
     from pipeline.train.loop import train_run
@@ -512,7 +512,7 @@ def test_run_gradcam_on_a_regression_run(tmp_path) -> None:
     output, "down" maps its negative (what lowers the prediction), captions say "prediction"."""
     from interp_experiment import make_tiny_experiment
 
-    from pipeline.gradcam.core import run_gradcam
+    from pipeline.gradcam.stage import run_gradcam
     from pipeline.io import read_json
     from pipeline.predict.core import predict_run
     from pipeline.runs import load_ensemble

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cli import run_stage
+from pipeline.cli import model_option, run_stage
 from pipeline.config import Config
-
-
-def _extra(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None,
-                   help="evaluate the run of this registry model (default: train.model)")
 
 
 def _body(cfg: Config, args: argparse.Namespace) -> None:
     from pipeline.evaluate.core import evaluate_run
 
-    m = evaluate_run(cfg, args.model)
+    m = evaluate_run(cfg)
     def f(x: float | None, digits: int) -> str:  # None/NaN where a weighting was not evaluated
         return "n/a" if x is None or x != x else f"{x:.{digits}f}"
 
@@ -27,7 +22,7 @@ def _body(cfg: Config, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     run_stage("Evaluate out-of-sample predictions: metrics, decile portfolios, benchmarks, "
-              "tables and figures.", _body, argv, extra=_extra)
+              "tables and figures.", _body, argv, extra=model_option)
 
 
 if __name__ == "__main__":

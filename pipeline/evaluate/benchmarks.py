@@ -29,6 +29,7 @@ import logging
 import numpy as np
 import pandas as pd
 from pipeline.errors import InputError
+from pipeline.images import windows
 
 
 log = logging.getLogger(__name__)
@@ -40,17 +41,10 @@ TREND_LAGS = (3, 5, 10, 20, 50, 100, 200, 400, 600, 800, 1000)
 TREND_SLOPE_WINDOW = {"week": 52, "month": 12, "quarter": 12}
 MOM_SKIP, MOM_LOOKBACK, STR_DAYS, WSTR_DAYS = 21, 252, 21, 5
 
-_PERIOD_CODE = {"week": "W-SUN", "month": "M", "quarter": "Q"}
-
-
 def period_ends(dates: np.ndarray | pd.Series | pd.DatetimeIndex, freq: str) -> pd.DatetimeIndex:
-    """Last trading day of each calendar week (Mon-Sun), month or quarter among ``dates``."""
-    d = pd.DatetimeIndex(pd.unique(np.asarray(dates))).sort_values()
-    if freq not in _PERIOD_CODE:
-        raise ValueError(f"frequency {freq!r}: choose one of {list(_PERIOD_CODE)}")
-    key = d.to_period(_PERIOD_CODE[freq])
-    s = pd.Series(d, index=key)
-    return pd.DatetimeIndex(s.groupby(level=0).max().to_numpy())
+    """Last trading day of each calendar week (Mon-Sun), month or quarter among ``dates``, the
+    final period's included even when incomplete (``pipeline.images.windows.period_ends``)."""
+    return pd.DatetimeIndex(windows.period_ends(np.asarray(dates), freq, complete_only=False))
 
 
 def _stock_positions(stock: np.ndarray) -> np.ndarray:
@@ -216,6 +210,19 @@ def trend_signal(panel: pd.DataFrame, rebalance_dates: pd.DatetimeIndex, freq: s
     return out
 
 
+def panel_rows(panel: pd.DataFrame, keys: pd.DataFrame, what: str) -> np.ndarray:
+    """int64 (len(keys),) position in ``panel`` of each (stock_id, date) row of ``keys``;
+    InputError naming ``what`` and the first key the panel lacks."""
+    pidx = pd.MultiIndex.from_arrays([panel["stock_id"].to_numpy(), panel["date"].to_numpy()])
+    rows = pidx.get_indexer(pd.MultiIndex.from_arrays([keys["stock_id"].to_numpy(),
+                                                        keys["date"].to_numpy()]))
+    if (rows < 0).any():
+        i = int(np.flatnonzero(rows < 0)[0])
+        raise InputError(f"{what} rows not in the panel, first: stock_id={keys['stock_id'].iat[i]}, "
+                         f"date={keys['date'].iat[i]}")
+    return rows
+
+
 def benchmark_signals(panel: pd.DataFrame, keys: pd.DataFrame, freq: str,
                       names: tuple[str, ...] | list[str] = BENCHMARKS,
                       history_days: int = 1000) -> pd.DataFrame:
@@ -235,13 +242,7 @@ def benchmark_signals(panel: pd.DataFrame, keys: pd.DataFrame, freq: str,
     out = keys[["stock_id", "date"]].reset_index(drop=True).copy()
     if not names:
         return out
-    pidx = pd.MultiIndex.from_arrays([panel["stock_id"].to_numpy(), panel["date"].to_numpy()])
-    rows = pidx.get_indexer(pd.MultiIndex.from_arrays([out["stock_id"].to_numpy(),
-                                                        out["date"].to_numpy()]))
-    if (rows < 0).any():
-        i = int(np.flatnonzero(rows < 0)[0])
-        raise InputError(f"benchmark rows not in the panel, first: stock_id={out['stock_id'].iat[i]}, "
-                         f"date={out['date'].iat[i]}")
+    rows = panel_rows(panel, out, "benchmark")
     cl = _cum_log(panel)  # shared by every signal
     simple = [n for n in names if n != "TREND"]
     if simple:

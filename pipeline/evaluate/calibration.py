@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipeline.direction import classifier_up
+
 N_BINS = 10
 
 
@@ -80,7 +82,8 @@ def by_year(df: pd.DataFrame, signal: str = "p_up", ret: str = "ret") -> pd.Data
     year = pd.to_datetime(d["date"]).dt.year.to_numpy()
     p = d[signal].to_numpy(dtype=np.float64)
     y = d[ret].to_numpy(dtype=np.float64) > 0
-    t = pd.DataFrame({"year": year, "pred": p > 0.5, "y": y, "p": p, "hit": (p > 0.5) == y})
+    up = classifier_up(p)
+    t = pd.DataFrame({"year": year, "pred": up, "y": y, "p": p, "hit": up == y})
     g = t.groupby("year", sort=True)
     out = pd.DataFrame({"n": g.size(), "share_up_pred": g["pred"].mean(),
                         "share_up_realised": g["y"].mean(), "mean_p_up": g["p"].mean(),
@@ -99,7 +102,7 @@ def calibration_summary(p_up: np.ndarray, ret: np.ndarray, n_bins: int = N_BINS)
     p, y = _clean(p_up, ret)
     return {"ece": expected_calibration_error(tab), "n_bins": int(len(tab)),
             "binning": f"{n_bins} equal-count bins of P(up)",
-            "share_up_pred": float(np.mean(p > 0.5)) if len(p) else float("nan"),
+            "share_up_pred": float(np.mean(classifier_up(p))) if len(p) else float("nan"),
             "share_up_realised": float(np.mean(y)) if len(p) else float("nan"),
             "mean_p_up": float(np.mean(p)) if len(p) else float("nan"),
             "bins": [{"bin": int(b), **{k: float(v) for k, v in r.items()}} for b, r in tab.iterrows()]}

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import InputError
-from pipeline.evaluate.benchmarks import BENCHMARKS, _cum_log, benchmark_signals
+from pipeline.evaluate.benchmarks import BENCHMARKS, _cum_log, benchmark_signals, panel_rows
 from pipeline.evaluate.metrics import correlations_by_date
 from pipeline.evaluate.statistics import newey_west_t
 
@@ -215,13 +215,7 @@ def characteristics(panel: pd.DataFrame, keys: pd.DataFrame, freq: str, history_
         characteristic (NaN where the history is too short).
     """
     out = keys[["stock_id", "date"]].reset_index(drop=True).copy()
-    pidx = pd.MultiIndex.from_arrays([panel["stock_id"].to_numpy(), panel["date"].to_numpy()])
-    rows = pidx.get_indexer(pd.MultiIndex.from_arrays([out["stock_id"].to_numpy(),
-                                                        out["date"].to_numpy()]))
-    if (rows < 0).any():
-        i = int(np.flatnonzero(rows < 0)[0])
-        raise InputError(f"characteristic rows not in the panel, first: stock_id={out['stock_id'].iat[i]}, "
-                         f"date={out['date'].iat[i]}")
+    rows = panel_rows(panel, out, "characteristic")
     have = [] if signals is None else [b for b in BENCHMARKS if b in signals.columns]
     if have and len(signals) != len(out):
         raise InputError(f"characteristics: {len(signals)} benchmark signal rows for {len(out)} keys")

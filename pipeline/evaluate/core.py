@@ -1,6 +1,6 @@
 """Evaluate one run: predictions + panel -> metrics, portfolios, benchmarks, tables, figures.
 
-    evaluate_run(cfg, model=None) -> dict   (the metrics.json content)
+    evaluate_run(cfg) -> dict               (the metrics.json content)
 
 The stage is: input checks and the skip test (:func:`_evaluate_run`), read (:func:`read_inputs`),
 compute (:func:`compute`, :func:`compute_delays`, :func:`metrics_dict`: pure functions of the
@@ -8,8 +8,8 @@ frames read, returning frames and dicts), format (pipeline.evaluate.outputs.form
 texts and figures, no I/O) and write (pipeline.evaluate.outputs.write_outputs: every file
 atomically, the completion marker last).
 
-It reads ``paths.run_dir(cfg, model)/predictions.parquet`` and the canonical panel, and writes into
-``paths.eval_dir(cfg, model)``::
+It reads ``paths.run_dir(cfg)/predictions.parquet`` and the canonical panel, and writes into
+``paths.eval_dir(cfg)``::
 
     metrics.json            pooled classification metrics, date-averaged correlations, H-L summary
                             per weighting for the CNN and every benchmark, sample counts
@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.direction import P_UP_THRESHOLD, SIGN_THRESHOLD
 from pipeline.errors import InputError
 from pipeline import paths
 from pipeline.config import PROCESS_SETTINGS, Config, hash_view, is_regression, section_hash
@@ -77,7 +78,7 @@ from pipeline.evaluate.statistics import compare_with
 from pipeline.images.build import PanelKeys, read_panel_keys
 from pipeline.images.labels import regression_target
 from pipeline.images.store import label_suffix
-from pipeline.io import (StaleInputError, folder_lock, input_stamp, is_done, marker_path, read_json,
+from pipeline.io import (StaleInputError, folder_lock, input_stamp, is_done, read_json,
                          remove_stale_temps, require_done)
 from pipeline.panel import store
 from pipeline.panel.build import panel_settings_hash
@@ -263,14 +264,15 @@ class EvalSpec:
                 or (self.top500 and self.top500_mode == "annual_june"))
 
 
-def eval_spec(cfg: Config, model: str | None = None) -> EvalSpec:
-    """The :class:`EvalSpec` of ``cfg``'s run (or its ablation variant ``model``)."""
+def eval_spec(cfg: Config) -> EvalSpec:
+    """The :class:`EvalSpec` of ``cfg``'s run (``train.model``; an ablation variant's config names
+    the variant there)."""
     horizon = cfg.train.horizon
     freq = frequency_of_horizon(horizon)
     suffix = label_suffix(horizon, cfg.train.label_return)
     e = cfg.evaluate
     return EvalSpec(
-        run=paths.run_name(cfg, model), model=model or cfg.train.model, horizon=horizon,
+        run=paths.run_name(cfg), model=cfg.train.model, horizon=horizon,
         target=cfg.train.target, regression=is_regression(cfg.train.target), freq=freq,
         periods=periods_per_year(freq), suffix=suffix, ret_col=f"ret_{suffix}", split=cfg.train.split,
         weights=list(e.weights), benchmarks=list(e.benchmarks), characteristics=bool(e.characteristics),
@@ -379,7 +381,7 @@ def score_metrics(df: pd.DataFrame, spec: EvalSpec) -> dict:
         uc = calibration_summary(df["p_up_uncalibrated"].to_numpy(), r)
         out["uncalibrated"] = {"loss": u["loss"], "accuracy": u["accuracy"], "mcc": u["mcc"],
                                "share_up_pred": u["share_up_pred"], "ece": uc["ece"], "bins": uc["bins"]}
-    threshold = regression.SIGN_THRESHOLD if spec.regression else 0.5
+    threshold = SIGN_THRESHOLD if spec.regression else P_UP_THRESHOLD
     out["accuracy_se"] = accuracy_cluster_se(p, r, df["date"].to_numpy(), threshold=threshold)
     return out
 
@@ -605,36 +607,34 @@ def versus_benchmarks(evals: dict[str, SignalEvaluation], weights: list[str], fr
 # The stage
 
 
-def evaluate_run(cfg: Config, model: str | None = None) -> dict:
-    """Evaluate the run ``paths.run_dir(cfg, model)``; returns the metrics dict (also metrics.json).
+def evaluate_run(cfg: Config) -> dict:
+    """Evaluate the run ``paths.run_dir(cfg)``; returns the metrics dict (also metrics.json).
 
     Resumable: when the eval dir holds a completion marker with the same settings hash (evaluate
-    and train config, predictions file size/mtime, panel meta), nothing is recomputed. Refuses an
-    unfinished or stale panel and predictions older than the trained run; one process at a time
+    and train config, predictions file content, panel meta), nothing is recomputed. Refuses an
+    unfinished or stale panel and predictions not from the run's current training; one process at a time
     writes the eval folder.
     """
-    out_dir = paths.eval_dir(cfg, model)
+    out_dir = paths.eval_dir(cfg)
     with folder_lock(out_dir, "evaluate"):  # one writer; what a killed run left is removed
         if n := remove_stale_temps(out_dir):
             log.info("removed %d temporary file(s) left in %s by an interrupted run", n, out_dir)
-        return _evaluate_run(cfg, model)
+        return _evaluate_run(cfg)
 
 
-def _evaluate_run(cfg: Config, model: str | None) -> dict:
+def _evaluate_run(cfg: Config) -> dict:
     """Check the inputs, then read -> compute -> format -> write (or skip when done)."""
-    spec = eval_spec(cfg, model)
-    pred_path = paths.run_dir(cfg, model) / "predictions.parquet"
-    out_dir = paths.eval_dir(cfg, model)
+    spec = eval_spec(cfg)
+    pred_path = paths.run_dir(cfg) / "predictions.parquet"
+    out_dir = paths.eval_dir(cfg)
     pdir = paths.panel_dir(cfg)
     if not pred_path.exists():
         raise FileNotFoundError(f"no predictions at {pred_path}: run `make predict` first")
     require_done(pdir, panel_settings_hash(cfg), "the panel", "panel")
     run = pred_path.parent
-    trained, predicted = marker_path(run, "_TRAIN_DONE"), marker_path(run, "_PREDICT_DONE")
-    if trained.exists() and (not predicted.exists()
-                             or trained.stat().st_mtime_ns > predicted.stat().st_mtime_ns):
-        raise StaleInputError(f"{pred_path} is unfinished or older than the trained run in {run}: "
-                              "run `make predict` again")
+    from pipeline.runs import require_current_predictions  # imported here: it brings in torch
+
+    require_current_predictions(run, trained=False)  # a run folder without training: imported
     meta = store.read_meta(pdir)
     h = _settings_hash(cfg, pred_path, pdir)
     if is_done(out_dir, h) and (out_dir / "metrics.json").exists():

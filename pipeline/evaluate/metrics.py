@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from pipeline.direction import classifier_up, confusion_counts, confusion_metrics, paired
 from pipeline.evaluate.statistics import newey_west_t
 
 log = logging.getLogger(__name__)
@@ -33,31 +34,17 @@ def classification_metrics(p_up: np.ndarray, ret: np.ndarray) -> dict:
         loss = -mean(y log P + (1-y) log(1-P)); accuracy = mean(pred == y);
         MCC = (TP TN - FP FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)), 0 when a margin is empty.
     """
-    p = np.asarray(p_up, dtype=np.float64)
-    r = np.asarray(ret, dtype=np.float64)
-    if p.shape != r.shape:
-        raise ValueError(f"p_up has shape {p.shape} but ret has {r.shape}")
-    keep = ~np.isnan(r)
-    if np.isnan(p[keep]).any():
-        i = int(np.flatnonzero(keep & np.isnan(p))[0])
-        raise ValueError(f"p_up is NaN at row {i} (with a non-missing return)")
-    p, r = p[keep], r[keep]
+    p, r = paired(p_up, ret, "p_up")
     n = int(len(p))
     if n == 0:
         return {"n": 0, "loss": float("nan"), "accuracy": float("nan"), "mcc": float("nan"),
                 "tp": 0, "tn": 0, "fp": 0, "fn": 0, "share_up_pred": float("nan")}
     y = r > 0
-    pred = p > 0.5
     pc = np.clip(p, EPS, 1 - EPS)
     loss = float(-np.mean(np.where(y, np.log(pc), np.log1p(-pc))))
-    tp = int(np.sum(pred & y))
-    tn = int(np.sum(~pred & ~y))
-    fp = int(np.sum(pred & ~y))
-    fn = int(np.sum(~pred & y))
-    denom = float(tp + fp) * float(tp + fn) * float(tn + fp) * float(tn + fn)
-    mcc = (float(tp) * tn - float(fp) * fn) / np.sqrt(denom) if denom > 0 else 0.0
-    return {"n": n, "loss": loss, "accuracy": float(np.mean(pred == y)), "mcc": float(mcc),
-            "tp": tp, "tn": tn, "fp": fp, "fn": fn, "share_up_pred": float(np.mean(pred))}
+    tp, tn, fp, fn = confusion_counts(classifier_up(p), y)
+    return {"n": n, "loss": loss, **confusion_metrics(tp, tn, fp, fn),
+            "tp": tp, "tn": tn, "fp": fp, "fn": fn}
 
 
 def _grouped_pearson(df: pd.DataFrame, x: str, y: str, by: str) -> pd.DataFrame:

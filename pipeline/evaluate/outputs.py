@@ -220,7 +220,7 @@ def write_outputs(out_dir: Path, outputs: Outputs, cfg: Config, settings_hash: s
     """Write every file of ``outputs`` under ``out_dir`` atomically, then ``provenance.json``
     (``stage``, ``run``, ``inputs`` and :func:`pipeline.runs.provenance`; not in the settings hash),
     ``metrics.json``, ``config.yaml`` and, last, the completion marker ``_DONE.json``."""
-    from pipeline.runs import provenance  # torch comes with it: imported only when writing
+    from pipeline.provenance import provenance
 
     for rel, frame in outputs.parquet.items():
         write_parquet(out_dir / rel, frame)

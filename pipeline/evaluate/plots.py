@@ -1,11 +1,12 @@
 """The project's plots: every evaluation and report figure, in one style (figures.mplstyle).
 
 Axes-level functions take ``ax=None`` and return the Axes they drew on: with ``ax=None`` they make
-their own object-API Figure (``ax.figure``), otherwise they draw into the caller's grid or notebook
-axes. The few multi-panel figures (:func:`training_curves`, :func:`cumulative_hl_grid`) return
-their Figure. The style is applied by :func:`style`, a context manager, around each plot, never
-globally: importing this module sets no backend and touches no global pyplot state, so a notebook
-keeps its inline figures and its own style.
+their own object-API Figure (``ax.figure``, via :func:`axes_or_new`), otherwise they draw into the
+caller's grid or notebook axes. The few multi-panel figures (:func:`training_curves`,
+:func:`cumulative_hl_grid`) return their Figure; :func:`figure_grid` makes such a grid, also for
+other modules' figures (the interpretation toolkit's). The style is applied by :func:`style`, a
+context manager, around each plot, never globally: importing this module sets no backend and
+touches no global pyplot state, so a notebook keeps its inline figures and its own style.
 
 Save with :func:`pipeline.io.write_figure` (atomic).
 """
@@ -13,7 +14,7 @@ Save with :func:`pipeline.io.write_figure` (atomic).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,8 +53,21 @@ def styled(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
-    return Figure(figsize=figsize, layout="constrained").subplots() if ax is None else ax
+def figure_grid(n_rows: int, n_cols: int, figsize: tuple[float, float], **subplot_kw: Any
+                ) -> tuple[Figure, np.ndarray]:
+    """A new constrained-layout object-API Figure of ``figsize`` (inches) and its Axes, an array of
+    shape (n_rows, n_cols) (never squeezed), created in the project style (the style's figure-level
+    settings are read when the Figure is made). ``subplot_kw`` goes to ``Figure.subplots`` (e.g.
+    ``sharey=True``)."""
+    with style():
+        fig = Figure(figsize=figsize, layout="constrained")
+        return fig, fig.subplots(n_rows, n_cols, squeeze=False, **subplot_kw)
+
+
+def axes_or_new(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
+    """``ax`` itself, or with ``ax=None`` the one Axes of a new :func:`figure_grid` Figure of
+    ``figsize`` (inches): how every ``ax=None`` plot function gets its Axes."""
+    return figure_grid(1, 1, figsize)[1][0, 0] if ax is None else ax
 
 
 def _date_axis(ax: Axes) -> None:
@@ -74,7 +88,7 @@ def decile_bars(perf: pd.DataFrame, mktcap_is_proxy: bool, title: str = "",
     Args:
         perf: index (weighting, decile str), column ann_ret (decimal). Bars are in percent.
     """
-    ax = _axes(ax, (8, 4))
+    ax = axes_or_new(ax, (8, 4))
     labels = [str(d) for d in DECILES] + [HL]
     x = np.arange(len(labels))
     width = 0.8 / max(len(weights), 1)
@@ -109,7 +123,7 @@ def cumulative_hl(hl: pd.DataFrame, ax: Axes | None = None, highlight: str | Non
     """
     if hl.empty:
         raise ValueError("cumulative_hl: no H-L returns")
-    ax = _axes(ax, (8, 4))
+    ax = axes_or_new(ax, (8, 4))
     cols = list(hl.columns)
     if highlight in cols:
         cols = [highlight] + [c for c in cols if c != highlight]
@@ -149,9 +163,8 @@ def cumulative_hl_grid(hl: pd.DataFrame, highlight: str | None = None,
     if hl.empty:
         raise ValueError("cumulative_hl: no H-L returns")
     weightings = list(dict.fromkeys(hl.columns.get_level_values(1)))
-    with style():
-        fig = Figure(figsize=(4.0 * len(weightings), 3.0), layout="constrained")
-        axes = fig.subplots(1, len(weightings), sharey=True, squeeze=False)[0]
+    fig, axes = figure_grid(1, len(weightings), (4.0 * len(weightings), 3.0), sharey=True)
+    axes = axes[0]
     for ax, w in zip(axes, weightings):
         cumulative_hl(hl.xs(w, axis=1, level=1), ax=ax, highlight=highlight,
                       title=(weight_labels or {}).get(w, w.upper()),
@@ -197,7 +210,7 @@ def p_up_histogram(p_up: np.ndarray, title: str = "", bins: int = 50, ax: Axes |
     """Histogram of predicted up-probabilities with the 0.5 decision threshold marked."""
     p = np.asarray(p_up, dtype=float)
     p = p[np.isfinite(p)]
-    ax = _axes(ax, (6, 4))
+    ax = axes_or_new(ax, (6, 4))
     ax.hist(p, bins=bins, color="0.35")
     ax.axvline(0.5, color="crimson", lw=1, ls="--", label="0.5")
     ax.set_xlabel("P(up)")
@@ -213,7 +226,7 @@ def reliability_diagram(table: pd.DataFrame, ax: Axes | None = None, label: str 
     """Realised up share against mean P(up) per bin (a :func:`calibration.reliability_table`), with
     +-2 binomial standard errors and the diagonal of perfect calibration (drawn once per Axes, so
     several tables can share one). Returns the Axes."""
-    ax = _axes(ax, (5, 5))
+    ax = axes_or_new(ax, (5, 5))
     first = not ax.lines
     if len(table):
         lo = min(table["p_mean"].min(), (table["up_share"] - 2 * table["se"]).min())
@@ -239,19 +252,45 @@ def reliability_diagram(table: pd.DataFrame, ax: Axes | None = None, label: str 
 
 
 @styled
+def line_chart(series: Mapping[str, pd.Series], ax: Axes | None = None, *, xlabel: str = "",
+               ylabel: str = "", title: str = "",
+               styles: Mapping[str, Mapping[str, Any]] | None = None,
+               legend_fontsize: float | None = None, figsize: tuple[float, float] = (8.0, 3.5),
+               **plot_kw: Any) -> Axes:
+    """One line per series, labelled by its key, in the order given; then the axis labels, the
+    title and a legend. Returns the Axes.
+
+    Args:
+        series: label -> Series (index: the x values, numeric or datetime; values: y, in the units
+            ``ylabel`` names). Line i takes ``PALETTE[i]`` (cycling) unless its style sets a colour.
+        styles: label -> keyword arguments of ``Axes.plot`` for that line only (marker, ls, ms,
+            color, ...); they override ``plot_kw``, which every line gets.
+        legend_fontsize: None keeps the style's legend size.
+        figsize: inches, for the Figure made when ``ax`` is None.
+    """
+    ax = axes_or_new(ax, figsize)
+    for i, (label, s) in enumerate(series.items()):
+        kw = {"color": PALETTE[i % len(PALETTE)], **plot_kw, **(styles or {}).get(label, {})}
+        ax.plot(s.index, s.to_numpy(), label=label, **kw)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend_fontsize)
+    return ax
+
+
+@styled
 def share_up_by_year(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Share predicted up (P > 0.5), mean P(up) and realised share up per year (a
     :func:`calibration.by_year` table), in percent. Returns the Axes."""
-    ax = _axes(ax, (8, 3.5))
-    years = table.index.to_numpy()
-    ax.plot(years, table["share_up_pred"] * 100, "o-", label="predicted up (P > 0.5)")
-    ax.plot(years, table["mean_p_up"] * 100, "s--", ms=3, label="mean P(up)")
-    ax.plot(years, table["share_up_realised"] * 100, "k^-", label="realised up")
+    pred, mean, real = "predicted up (P > 0.5)", "mean P(up)", "realised up"
+    ax = line_chart({pred: table["share_up_pred"] * 100, mean: table["mean_p_up"] * 100,
+                     real: table["share_up_realised"] * 100}, ax,
+                    styles={pred: {"marker": "o"}, mean: {"marker": "s", "ls": "--", "ms": 3},
+                            real: {"marker": "^", "color": "k"}},
+                    xlabel="year", ylabel="% of stock-periods",
+                    title="Share up by year: predicted vs realised", legend_fontsize=8)
     ax.axhline(50, color="0.6", lw=0.8)
-    ax.set_ylabel("% of stock-periods")
-    ax.set_xlabel("year")
-    ax.set_title("Share up by year: predicted vs realised")
-    ax.legend(fontsize=8)
     return ax
 
 
@@ -264,7 +303,7 @@ def ic_bars(ic: pd.DataFrame, ax: Axes | None = None, window: int = IC_ROLLING_P
     Args:
         ic: DataFrame with date and ic (Spearman, per rebalance date; from metrics.ic_by_date).
     """
-    ax = _axes(ax, (8, 3.5))
+    ax = axes_or_new(ax, (8, 3.5))
     d = ic.assign(date=pd.to_datetime(ic["date"])).sort_values("date")
     s = d.set_index("date")["ic"]
     # Bar width in days: most of the typical spacing between rebalance dates.
@@ -304,8 +343,8 @@ def training_curves(logs: list[pd.DataFrame], best_epochs: list[int | None] | No
     """
     if not logs:
         raise ValueError("training_curves needs at least one member log")
-    fig = Figure(figsize=(8.0, 3.0), layout="constrained")
-    axes = fig.subplots(1, 2)
+    fig, axes = figure_grid(1, 2, (8.0, 3.0))
+    axes = axes[0]
     for i, log in enumerate(logs):
         c = PALETTE[i % len(PALETTE)]
         for ax, what in zip(axes, ("loss", "acc")):
@@ -336,7 +375,7 @@ def universe_plot(universe: pd.DataFrame, images_per_year: dict[str, pd.Series] 
         universe: index year (int), column n_stocks (int).
         images_per_year: image-set name -> Series (index year, values n_images).
     """
-    ax = _axes(ax, (8.0, 2.8))
+    ax = axes_or_new(ax, (8.0, 2.8))
     years = universe.index.to_numpy()
     ax.bar(years, universe["n_stocks"].to_numpy(), color="#c6d4e1", edgecolor="#6f8fae",
            lw=0.5, label="stocks in panel")

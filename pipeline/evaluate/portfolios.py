@@ -59,6 +59,24 @@ def decile_breakpoints(df: pd.DataFrame, signal: str = "p_up", date: str = "date
     return out
 
 
+def _decile_of(x: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The decile rule: 1 + #{k in 1..9 : b_k < x}, for values x (n,) and their breakpoints
+    b_1..b_9, ``inner`` (n, 9) or (9,) for all. Returns int8 (n,) in 1..10."""
+    return (1 + (x[:, None] > np.atleast_2d(inner)).sum(axis=1)).astype(np.int8)
+
+
+def pooled_deciles(x: np.ndarray) -> np.ndarray:
+    """Deciles 1..10 of all of ``x`` (n,) together: the per-date rule of :func:`assign_deciles`
+    with every value on one date, and no date skipped (a sample, not a cross-section: used to group
+    Grad-CAM maps). Raises ValueError on an empty array or a NaN. Returns int64 (n,)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0 or np.isnan(x).any():
+        raise ValueError("pooled_deciles needs a non-empty array without NaN")
+    bp = decile_breakpoints(pd.DataFrame({"x": x, "date": 0}), "x")
+    inner = bp[[f"p{10 * k}" for k in range(1, N_DECILES)]].to_numpy()[0]
+    return _decile_of(x, inner).astype(np.int64)
+
+
 def assign_deciles(df: pd.DataFrame, signal: str = "p_up", date: str = "date",
                    min_stocks: int = MIN_STOCKS_PER_DATE) -> tuple[np.ndarray, pd.DataFrame]:
     """Sort each date's rows into deciles 1 (lowest signal) .. 10 (highest).
@@ -88,7 +106,7 @@ def assign_deciles(df: pd.DataFrame, signal: str = "p_up", date: str = "date",
     chunk = 2_000_000
     for s in range(0, len(rows), chunk):
         r = rows[s:s + chunk]
-        dec[r] = 1 + (x[r, None] > inner[codes[r]]).sum(axis=1)
+        dec[r] = _decile_of(x[r], inner[codes[r]])
     dec[ok & (skipped[np.maximum(codes, 0)] != "")] = 0
     n_skip = int((skipped != "").sum())
     if n_skip:

@@ -28,43 +28,21 @@ Subtracting a mean or median would answer "above the average return", not the la
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-ArrayLike = Any  # numpy arrays and torch tensors alike: predicted_up only compares
+from pipeline.direction import SIGN_THRESHOLD, confusion_counts, confusion_metrics, paired, predicted_up
 
-# A regression prediction calls "up" when it is above this value (the sign of the predicted return;
-# the module docstring says why 0). Use predicted_up rather than comparing with it by hand.
-SIGN_THRESHOLD = 0.0
+# predicted_up and SIGN_THRESHOLD (0) are the one "up" rule of a regression run (pipeline.direction);
+# the module docstring says why the threshold is 0.
+
 # Metrics of the classifier that a regression run reports as not applicable, with the reason.
 NOT_APPLICABLE = {
     "loss": "cross-entropy of P(up): the regression score is a predicted return, not a probability",
     "calibration": "reliability of P(up) (ECE, bins): no probability to calibrate",
     "uncalibrated": "Platt/temperature scaling is refused for regression targets",
 }
-
-
-def predicted_up(pred: ArrayLike) -> ArrayLike:
-    """The one rule for "predicted up" of a regression run: ``pred > SIGN_THRESHOLD`` (= 0),
-    elementwise; bool of the input's shape (a numpy array or a torch tensor: anything that
-    compares with a float). A prediction of exactly 0 is "down", as ``ret == 0`` is a "down"
-    label (METHOD 3.2)."""
-    return pred > SIGN_THRESHOLD
-
-
-def _clean(pred: np.ndarray, ret: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    p = np.asarray(pred, dtype=np.float64)
-    r = np.asarray(ret, dtype=np.float64)
-    if p.shape != r.shape:
-        raise ValueError(f"prediction has shape {p.shape} but ret has {r.shape}")
-    keep = ~np.isnan(r)
-    if np.isnan(p[keep]).any():
-        i = int(np.flatnonzero(keep & np.isnan(p))[0])
-        raise ValueError(f"prediction is NaN at row {i} (with a non-missing return)")
-    return p[keep], r[keep]
 
 
 def sign_metrics(pred: np.ndarray, ret: np.ndarray) -> dict:
@@ -78,18 +56,10 @@ def sign_metrics(pred: np.ndarray, ret: np.ndarray) -> dict:
         pred > 0, up = ret > 0; accuracy = mean(predicted up == up); MCC as METHOD 7 (0 when a
         margin is empty).
     """
-    p, r = _clean(pred, ret)
-    n = int(len(p))
-    if n == 0:
-        return {"n": 0, "accuracy": float("nan"), "mcc": float("nan"), "tp": 0, "tn": 0, "fp": 0,
-                "fn": 0, "share_up_pred": float("nan")}
-    up, y = predicted_up(p), r > 0
-    tp, tn = int(np.sum(up & y)), int(np.sum(~up & ~y))
-    fp, fn = int(np.sum(up & ~y)), int(np.sum(~up & y))
-    denom = float(tp + fp) * float(tp + fn) * float(tn + fp) * float(tn + fn)
-    mcc = (float(tp) * tn - float(fp) * fn) / np.sqrt(denom) if denom > 0 else 0.0
-    return {"n": n, "accuracy": float(np.mean(up == y)), "mcc": float(mcc), "tp": tp, "tn": tn,
-            "fp": fp, "fn": fn, "share_up_pred": float(np.mean(up))}
+    p, r = paired(pred, ret)
+    tp, tn, fp, fn = confusion_counts(predicted_up(p), r > 0)
+    return {"n": int(len(p)), **confusion_metrics(tp, tn, fp, fn), "tp": tp, "tn": tn, "fp": fp,
+            "fn": fn}
 
 
 def regression_metrics(pred: np.ndarray, target: np.ndarray) -> dict:
@@ -104,7 +74,7 @@ def regression_metrics(pred: np.ndarray, target: np.ndarray) -> dict:
         out-of-sample R^2 against a forecast of zero (Gu, Kelly and Xiu's convention: no sample
         mean is subtracted, so a constant forecast cannot score by knowing the test-period mean).
     """
-    p, y = _clean(pred, target)
+    p, y = paired(pred, target)
     nan = float("nan")
     if len(p) == 0:
         return {"n": 0, "mse": nan, "r2_oos": nan, "mean_pred": nan, "sd_pred": nan,

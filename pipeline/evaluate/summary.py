@@ -13,7 +13,6 @@ each benchmark's (correlation, alpha with a Newey-West t).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import paths
-from pipeline.config import Config, split_years
+from pipeline.config import Config, derive, split_years
 from pipeline.evaluate.conventions import periods_per_year, weighting_short
 from pipeline.io import atomic_write_text, marker_path, read_json, write_json
 
@@ -88,7 +87,7 @@ def _vs_table(metrics: dict, proxy: bool) -> list[str]:
 
 def top500_eval_dir(cfg: Config) -> Path:
     """Where the same run's top-500 evaluation lives (beside the all-stock one)."""
-    return paths.eval_dir(dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, top500=True)))
+    return paths.eval_dir(derive(cfg, {"evaluate.top500": True}))
 
 
 def summary_markdown(s: dict, command: str, eval_dir: Path, top_dir: Path | None = None) -> str:

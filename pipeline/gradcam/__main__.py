@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from pipeline.cli import run_stage
-from pipeline.gradcam.core import run_gradcam
+from pipeline.gradcam.stage import run_gradcam
 
 log = logging.getLogger(__name__)
 

@@ -34,6 +34,11 @@ from torch.nn import functional as F
 ACTIVATIONS = ("lrelu", "relu")
 
 
+def conv_output_size(n: int, kernel: int, stride: int = 1, dilation: int = 1, padding: int = 0) -> int:
+    """Output length of a convolution along one axis of input length ``n`` (torch's Conv2d rule)."""
+    return (n + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Every architectural choice of METHOD 5/9.
@@ -76,18 +81,23 @@ class ModelSpec:
     def padding(self) -> tuple[int, int]:
         return (self.kernel[0] // 2, self.kernel[1] // 2)
 
-    def block_shapes(self) -> list[tuple[int, int, int]]:
-        """(C, H, W) after each block, by the Conv2d / MaxPool2d(ceil_mode=True) size formulas."""
+    def layer_shapes(self) -> list[tuple[int, int, int, int, int]]:
+        """Per block: (C, H, W) after its convolution and (H, W) after its pooling, by the Conv2d /
+        MaxPool2d(ceil_mode=True) size formulas: (C, H_conv, W_conv, H_pool, W_pool)."""
         h, w = self.image_hw
         out = []
         for i, c in enumerate(self.channels):
             s = self.first_stride if i == 0 else (1, 1)
             d = self.first_dilation if i == 0 else (1, 1)
-            h = (h + 2 * self.padding[0] - d[0] * (self.kernel[0] - 1) - 1) // s[0] + 1
-            w = (w + 2 * self.padding[1] - d[1] * (self.kernel[1] - 1) - 1) // s[1] + 1
-            h, w = math.ceil(h / self.pool[0]), math.ceil(w / self.pool[1])
-            out.append((c, h, w))
+            hc = conv_output_size(h, self.kernel[0], s[0], d[0], self.padding[0])
+            wc = conv_output_size(w, self.kernel[1], s[1], d[1], self.padding[1])
+            h, w = math.ceil(hc / self.pool[0]), math.ceil(wc / self.pool[1])
+            out.append((c, hc, wc, h, w))
         return out
+
+    def block_shapes(self) -> list[tuple[int, int, int]]:
+        """(C, H, W) after each block (convolution and pooling)."""
+        return [(c, h, w) for c, _, _, h, w in self.layer_shapes()]
 
     @property
     def fc_in(self) -> int:
@@ -109,8 +119,7 @@ class StemConv2d(nn.Conv2d):
         n, _, h, w = x.shape
         kh, kw = self.kernel_size
         (sh, sw), (dh, dw), (ph, pw) = self.stride, self.dilation, self.padding
-        ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-        wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        ho, wo = conv_output_size(h, kh, sh, dh, ph), conv_output_size(w, kw, sw, dw, pw)
         xp = x[:, 0]
         if torch.is_autocast_enabled(x.device.type):  # gather in the low-precision dtype (half the bytes)
             xp = xp.to(torch.get_autocast_dtype(x.device.type))
@@ -283,14 +292,8 @@ def macs_per_image(spec: ModelSpec) -> int:
     conv: C_out * H_out * W_out * C_in * k_h * k_w per block (H_out, W_out before pooling);
     linear: fc_in * n_outputs. One MAC = 2 FLOPs.
     """
-    h, w = spec.image_hw
     total, c_in = 0, 1
-    for i, c in enumerate(spec.channels):
-        s = spec.first_stride if i == 0 else (1, 1)
-        d = spec.first_dilation if i == 0 else (1, 1)
-        h = (h + 2 * spec.padding[0] - d[0] * (spec.kernel[0] - 1) - 1) // s[0] + 1
-        w = (w + 2 * spec.padding[1] - d[1] * (spec.kernel[1] - 1) - 1) // s[1] + 1
-        total += c * h * w * c_in * spec.kernel[0] * spec.kernel[1]
-        h, w = math.ceil(h / spec.pool[0]), math.ceil(w / spec.pool[1])
+    for c, hc, wc, _, _ in spec.layer_shapes():
+        total += c * hc * wc * c_in * spec.kernel[0] * spec.kernel[1]
         c_in = c
     return total + spec.fc_in * spec.n_outputs

@@ -16,12 +16,15 @@ far from calibrated (its initial logits are large), and the paper's 0.5 threshol
 
 from __future__ import annotations
 
+import typing
 import math
 
 import numpy as np
 import torch
 
-CALIBRATIONS = ("none", "temperature", "platt")
+from pipeline.config import Calibration
+
+CALIBRATIONS: tuple[str, ...] = typing.get_args(Calibration)
 # Raw P(up) is clipped to this distance from 0 and 1 before taking its logit.
 P_CLIP = 1e-12
 

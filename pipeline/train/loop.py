@@ -1,6 +1,6 @@
 """Training an ensemble of chart CNNs (docs/method.md section 6).
 
-    train_run(cfg, model=None) -> run dir       every member, resumable, skipped when done;
+    train_run(cfg) -> run dir       every member, resumable, skipped when done;
                                                 writes the run's model card (pipeline.runs), from
                                                 which pipeline.runs.load_ensemble loads it
 
@@ -19,7 +19,6 @@ Run-dir layout: see docs/interfaces.md ("Run"). Epochs are numbered from 0.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import logging
 import math
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pipeline.direction import confusion_counts, confusion_metrics, predicted_up
 from pipeline.errors import InputError
 from pipeline.progress import progress
 from pipeline import paths
@@ -48,14 +48,12 @@ from pipeline.models.registry import create_model, model_spec
 from pipeline.procs import plan_workers, run_jobs, threads_per_worker, usable_cores
 from pipeline.runs import MODEL_CARD, write_model_card
 from pipeline.train import ddp
+from pipeline.train.log import LOG_COLUMNS
 from pipeline.train.calibration import base_rate_logit, fit_calibration, validation_logits
 from pipeline.train.data import (MemmapImages, SampleIndex, collate_batch, compute_norm, insample_index,
                                  split_member)
 
 log = logging.getLogger(__name__)
-
-LOG_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_mcc", "seconds",
-               "images_per_s", "val_diff"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,14 +141,10 @@ def set_threads(t: TrainConfig) -> int:
 
 
 def binary_metrics(tp: float, tn: float, fp: float, fn: float) -> tuple[float, float, float]:
-    """Accuracy, Matthews correlation (0 when a margin is empty) and diff = share predicted up
-    minus share predicted down, from confusion counts (positive = up)."""
-    n = tp + tn + fp + fn
-    acc = (tp + tn) / n if n else float("nan")
-    den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    mcc = (tp * tn - fp * fn) / den if den > 0 else 0.0
-    diff = ((tp + fp) - (tn + fn)) / n if n else float("nan")
-    return acc, mcc, diff
+    """Accuracy, Matthews correlation and diff = share predicted up minus share predicted down,
+    from confusion counts (positive = up; ``pipeline.direction.confusion_metrics``)."""
+    m = confusion_metrics(tp, tn, fp, fn)
+    return m["accuracy"], m["mcc"], 2.0 * m["share_up_pred"] - 1.0
 
 
 def run_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, rt: Runtime, info: ddp.DistInfo,
@@ -192,13 +186,10 @@ def run_epoch(model: nn.Module, loader: torch.utils.data.DataLoader, rt: Runtime
                     optimizer.step()
             with torch.no_grad():
                 if regression:
-                    pred, y = (logits[:, 0] > 0).long(), (y > 0).long()
+                    called, up = predicted_up(logits[:, 0]), y > 0  # up: METHOD 3.2
                 else:
-                    pred = logits.argmax(1)
-                tp = int(((pred == 1) & (y == 1)).sum())
-                tn = int(((pred == 0) & (y == 0)).sum())
-                fp = int(((pred == 1) & (y == 0)).sum())
-                fn = int(((pred == 0) & (y == 1)).sum())
+                    called, up = logits.argmax(1) == 1, y == 1
+                tp, tn, fp, fn = confusion_counts(called, up)
             sums += (loss.item() * len(y), len(y), tp, tn, fp, fn)
     seconds = time.perf_counter() - t0
     sums = ddp.all_reduce_sum(sums, info)
@@ -464,11 +455,6 @@ def member_hash(t: TrainConfig, rt: Runtime, fingerprint: dict) -> str:
     return section_hash(d, {"precision": rt.precision, "device": rt.device.type}, fingerprint)
 
 
-def run_config(cfg: Config, model: str | None) -> Config:
-    """``cfg`` with ``train.model`` set to the model actually trained (ablation variants)."""
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, model=model or cfg.train.model))
-
-
 def write_card(rc: Config, run: Path, rt: Runtime, fingerprint: dict, run_hash: str) -> Path:
     """run/model.json (pipeline.runs) from the finished members' files."""
     t = rc.train
@@ -537,10 +523,11 @@ def _member_job(t: TrainConfig, image_dir: Path, index: SampleIndex, norm: dict,
     return _train_and_calibrate(t, image_dir, index, norm, i, run, rt, ddp.DistInfo(device=rt.device), m_hash)
 
 
-def train_run(cfg: Config, model: str | None = None,
+def train_run(cfg: Config,
               on_epoch_end: Callable[[int, int, dict], None] | None = None,
               on_member_end: Callable[[int, ChartCNN], None] | None = None) -> Path:
-    """Train the ensemble of ``model`` (default cfg.train.model) into paths.run_dir(cfg, model).
+    """Train the ensemble of ``train.model`` into paths.run_dir(cfg) (an ablation variant is a
+    config with another ``train.model``).
 
     Resumable: finished members are skipped, an interrupted member resumes from its checkpoint;
     the whole run is skipped when done with the same settings. Members run in
@@ -552,21 +539,20 @@ def train_run(cfg: Config, model: str | None = None,
     notebooks); they run in this process, so members then run one after another.
     Returns the run directory.
     """
-    rc = run_config(cfg, model)
-    t = rc.train
-    run = paths.run_dir(rc)
+    t = cfg.train
+    run = paths.run_dir(cfg)
     model_spec(t.model)  # an unknown name fails before any data is read
     info = ddp.init_distributed(t.device)
     rt = resolve_runtime(t, info.device)
-    image_set, index = insample_index(rc)
-    check_images_current(rc, image_set)
+    image_set, index = insample_index(cfg)
+    check_images_current(cfg, image_set)
     check_model_fits(t.model, image_set)
     fp = image_set_fingerprint(image_set)
     m_hash = member_hash(t, rt, fp)
     run_hash = section_hash({"member": m_hash, "ensemble": t.ensemble, "calibration": t.calibration})
     if is_done(run, run_hash, "_TRAIN_DONE"):
         if not (run / MODEL_CARD).exists():  # a run trained before model cards existed
-            write_card(rc, run, rt, fp, run_hash)
+            write_card(cfg, run, rt, fp, run_hash)
         log.info("%s: already trained with these settings, skipping", run)
         return run
     with folder_lock(run, "train") if info.is_main else nullcontext():
@@ -575,7 +561,7 @@ def train_run(cfg: Config, model: str | None = None,
                 remove_stale_temps(m) for m in run.glob("member_*"))
             if n:
                 log.info("removed %d temporary file(s) left in %s by an interrupted run", n, run)
-        return _train_members(rc, run, image_set, index, rt, info, m_hash, run_hash, on_epoch_end,
+        return _train_members(cfg, run, image_set, index, rt, info, m_hash, run_hash, on_epoch_end,
                               on_member_end)
 
 
