@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,45 @@ def _source_path(cfg: Config) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class FileSource:
+    """A source read from ``panel.path``: where its adapter lives and how PanelMeta describes it.
+
+    The adapter, ``<module>.<function>(cfg.panel[, cfg.generic], path)``, returns (panel, stocks,
+    counts) or (panel, stocks, counts, layout); it is imported only when its source is built.
+    """
+
+    module: str
+    function: str
+    mktcap_is_proxy: bool  # True: the close*volume proxy of METHOD 3.5; False: price*shares
+    layout: str = "{}"  # how a returned layout reads after the path in PanelMeta.inputs
+    takes_generic: bool = False  # the adapter also takes cfg.generic
+
+
+FILE_SOURCES: dict[str, FileSource] = {
+    "stooq": FileSource("pipeline.panel.stooq", "build_stooq", True, layout="{} layout"),
+    "yahoo": FileSource("pipeline.panel.yahoo", "build_yahoo", True),
+    "generic": FileSource("pipeline.panel.generic", "build_generic", True, takes_generic=True),
+    "crsp": FileSource("pipeline.panel.crsp", "build_crsp", False),
+}
+
+
+def _build_file_source(cfg: Config, source: str, spec: FileSource
+                       ) -> tuple[pd.DataFrame, pd.DataFrame, PanelMeta]:
+    """Run ``source``'s adapter on ``panel.path`` -> (panel, stocks, meta)."""
+    path = _source_path(cfg)
+    build = getattr(importlib.import_module(spec.module), spec.function)
+    extra = (cfg.generic,) if spec.takes_generic else ()
+    df, stocks, counts, *layout = build(cfg.panel, *extra, path)
+    inputs = str(path.resolve())
+    if layout:  # the adapters of sources with several layouts say which one they read
+        inputs += f" ({spec.layout.format(layout[0])})"
+    units = proxy_units(cfg.panel.mktcap_proxy_window) if spec.mktcap_is_proxy else CRSP_UNITS
+    meta = PanelMeta(source=source, mktcap_is_proxy=spec.mktcap_is_proxy, mktcap_units=units,
+                     counts=counts, inputs=[inputs])
+    return df, stocks, meta
+
+
 def build_panel(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, PanelMeta]:
     """Read and clean ``cfg.panel.source`` -> (panel, stocks, meta), nothing written.
 
@@ -60,37 +101,8 @@ def build_panel(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, PanelMeta]:
         # The synthetic market plants shares outstanding: its mktcap is close*shares, not a proxy.
         meta = PanelMeta(source="synthetic", mktcap_is_proxy=False, mktcap_units=CRSP_UNITS,
                          counts=counts, inputs=[f"synthetic seed={cfg.synthetic.seed}"])
-    elif source == "stooq":
-        from pipeline.panel.stooq import build_stooq
-
-        path = _source_path(cfg)
-        df, stocks, counts, layout = build_stooq(cfg.panel, path)
-        meta = PanelMeta(source="stooq", mktcap_is_proxy=True,
-                         mktcap_units=proxy_units(cfg.panel.mktcap_proxy_window),
-                         counts=counts, inputs=[f"{path.resolve()} ({layout} layout)"])
-    elif source == "yahoo":
-        from pipeline.panel.yahoo import build_yahoo
-
-        path = _source_path(cfg)
-        df, stocks, counts = build_yahoo(cfg.panel, path)
-        meta = PanelMeta(source="yahoo", mktcap_is_proxy=True,
-                         mktcap_units=proxy_units(cfg.panel.mktcap_proxy_window),
-                         counts=counts, inputs=[str(path.resolve())])
-    elif source == "generic":
-        from pipeline.panel.generic import build_generic
-
-        path = _source_path(cfg)
-        df, stocks, counts, layout = build_generic(cfg.panel, cfg.generic, path)
-        meta = PanelMeta(source="generic", mktcap_is_proxy=True,
-                         mktcap_units=proxy_units(cfg.panel.mktcap_proxy_window),
-                         counts=counts, inputs=[f"{path.resolve()} ({layout})"])
-    elif source == "crsp":
-        from pipeline.panel.crsp import build_crsp
-
-        path = _source_path(cfg)
-        df, stocks, counts = build_crsp(cfg.panel, path)
-        meta = PanelMeta(source="crsp", mktcap_is_proxy=False, mktcap_units=CRSP_UNITS,
-                         counts=counts, inputs=[str(path.resolve())])
+    elif source in FILE_SOURCES:
+        df, stocks, meta = _build_file_source(cfg, source, FILE_SOURCES[source])
     else:  # validate() already refuses this; kept for direct callers
         raise ConfigError(f"panel.source {source!r} is not one of synthetic, stooq, crsp, yahoo, "
                           "generic")

@@ -6,7 +6,8 @@ Two halves:
   input that cannot be read as the declared source; its message always names the file, the 1-based
   line (text files, header = line 1) or row (Parquet, first data row = row 1) and the column.
   :func:`read_text_table` reads one delimited text file with typed fast parsing and, only when that
-  fails, a slow line-by-line pass that pinpoints the first bad cell. Raw inputs are only ever read.
+  fails, a slow line-by-line pass that pinpoints the first bad cell; :func:`source_files` lists a
+  free source's files. Raw inputs are only ever read.
 * **Free-data cleaning** (Stooq, Kaggle, Yahoo): :class:`FreeRaw` holds the rows as read;
   :func:`clean_free` applies METHOD 4.6 rule by rule, counts every row each rule drops, repairs or
   masks, computes close-to-close returns over consecutive valid records and the market-cap proxy of
@@ -181,6 +182,23 @@ class Column:
     kind: str
     na: tuple[str, ...] = ()
     date_format: str = "iso"
+
+
+def source_files(path: Path, suffix: str, expected: str) -> list[Path]:
+    """The files a free source reads from ``panel.path``: ``[path]`` for a file, else every file
+    under the folder (recursive) whose name ends in ``suffix`` (given in lower case, e.g. ``.txt``;
+    names match in any case), sorted by path: the order that decides which duplicate is "last".
+
+    FileNotFoundError for a missing path; PanelInputError naming the folder when it holds no such
+    file (``expected`` says what the source wanted there)."""
+    if not path.exists():
+        raise FileNotFoundError(f"panel.path {path} (resolved: {path.resolve()}) does not exist")
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(suffix))
+    if not files:
+        raise input_error(path, "folder", None, f"no *{suffix} files found ({expected})")
+    return files
 
 
 def read_header(path: Path) -> list[str] | None:

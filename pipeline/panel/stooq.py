@@ -42,6 +42,7 @@ from pipeline.panel.clean import (
     parse_dates,
     read_header,
     read_text_table,
+    source_files,
 )
 
 log = logging.getLogger(__name__)
@@ -66,25 +67,29 @@ def _same_header(header: list[str] | None, expected: list[str]) -> bool:
     return header is not None and [h.lower() for h in header] == [e.lower() for e in expected]
 
 
-def text_files(folder: Path, pattern: str = "*.txt") -> list[Path]:
-    """Files under ``folder`` (recursive), sorted by path: the order that decides "last" duplicate."""
-    return sorted(p for p in folder.rglob(pattern) if p.is_file())
+def _text_files(path: Path) -> list[Path]:
+    """``[path]`` for a file, else the ``*.txt`` files under the folder (recursive, sorted by path)."""
+    return source_files(path, ".txt", "expected Stooq's bulk layout or the Kaggle Stocks/ folder")
+
+
+def _read_layout_file(f: Path, layout: str, expected: list[str], columns: list[Column],
+                      counts: dict[str, int]) -> pd.DataFrame | None:
+    """One text file of a Stooq layout -> its ``columns`` (None for an empty file), counted in
+    ``counts["files_read"]`` or ``counts["empty_files"]``. A header other than ``expected``
+    (case-insensitive) is an error naming the file and line 1."""
+    header = read_header(f)
+    if header is not None and not _same_header(header, expected):
+        raise input_error(f, "line 1", None, f"header {header} is not {layout}'s {expected}")
+    t = read_text_table(f, columns)
+    counts["empty_files" if t is None else "files_read"] += 1
+    return t
 
 
 def detect_layout(path: Path) -> str:
     """``parquet``, ``bulk`` or ``kaggle`` from the path (file vs folder) and the first header."""
-    if not path.exists():
-        raise FileNotFoundError(f"panel.path {path} (resolved: {path.resolve()}) does not exist")
-    if path.is_file():
-        if path.suffix.lower() == ".parquet":
-            return "parquet"
-        candidates = [path]
-    else:
-        candidates = text_files(path)
-        if not candidates:
-            raise input_error(path, "folder", None, "no *.txt files found (expected Stooq's bulk "
-                              "layout or the Kaggle Stocks/ folder)")
-    for f in candidates:
+    if path.is_file() and path.suffix.lower() == ".parquet":
+        return "parquet"
+    for f in _text_files(path):
         header = read_header(f)
         if header is None:
             continue
@@ -111,22 +116,17 @@ def _exchange_from_path(path: Path) -> str | None:
 
 def read_bulk(folder: Path, counts: dict[str, int]) -> FreeRaw:
     """Stooq bulk folder (or one bulk file) -> FreeRaw. Counts files read / empty / ETF-skipped."""
-    files = [folder] if folder.is_file() else text_files(folder)
+    files = _text_files(folder)
     b = FreeRawBuilder()
-    n_empty = n_etf = n_read = 0
+    counts.update(files_read=0, empty_files=0, etf_files_skipped=0)
     for f in progress(files, desc="stooq files", unit="file", disable=len(files) < 200):
         exch = _exchange_from_path(f)
         if exch is None:
-            n_etf += 1
+            counts["etf_files_skipped"] += 1
             continue
-        header = read_header(f)
-        if header is not None and not _same_header(header, BULK_HEADER):
-            raise input_error(f, "line 1", None, f"header {header} is not Stooq's {BULK_HEADER}")
-        t = read_text_table(f, BULK_COLUMNS)
+        t = _read_layout_file(f, "Stooq", BULK_HEADER, BULK_COLUMNS, counts)
         if t is None:
-            n_empty += 1
             continue
-        n_read += 1
         tick = t["<TICKER>"].to_numpy(dtype=object)
         odd = np.flatnonzero(tick != tick[0])
         if odd.size:
@@ -141,15 +141,12 @@ def read_bulk(folder: Path, counts: dict[str, int]) -> FreeRaw:
         check_not_negative(f, lambda i: f"line {i + 2}",
                            {"<OPEN>": o, "<HIGH>": h, "<LOW>": l, "<VOL>": v})
         b.add(normalise_ticker(str(tick[0])), exch, t["<DATE>"].to_numpy(), o, h, l, c, v)
-    counts["files_read"] = n_read
-    counts["empty_files"] = n_empty
-    counts["etf_files_skipped"] = n_etf
     return b.build()
 
 
 def _kaggle_files(folder: Path) -> tuple[list[Path], int]:
     """Files of Kaggle's ``Stocks/`` (all files if there is no such folder) and the ETF count."""
-    files = [folder] if folder.is_file() else text_files(folder)
+    files = _text_files(folder)
     keep, etf = [], 0
     has_stocks = any("stocks" in (p.lower() for p in f.relative_to(folder).parts[:-1])
                      for f in files) if folder.is_dir() else False
@@ -166,23 +163,15 @@ def read_kaggle(folder: Path, counts: dict[str, int]) -> FreeRaw:
     """Kaggle "Huge Stock Market Dataset" (Stocks/ only) -> FreeRaw; ticker from the file name."""
     files, n_etf = _kaggle_files(folder)
     b = FreeRawBuilder()
-    n_empty = n_read = 0
+    counts.update(files_read=0, empty_files=0, etf_files_skipped=n_etf)
     for f in progress(files, desc="kaggle files", unit="file", disable=len(files) < 200):
-        header = read_header(f)
-        if header is not None and not _same_header(header, KAGGLE_HEADER):
-            raise input_error(f, "line 1", None, f"header {header} is not Kaggle's {KAGGLE_HEADER}")
-        t = read_text_table(f, KAGGLE_COLUMNS)
+        t = _read_layout_file(f, "Kaggle", KAGGLE_HEADER, KAGGLE_COLUMNS, counts)
         if t is None:
-            n_empty += 1
             continue
-        n_read += 1
         o, h, l, c, v = (t[k].to_numpy() for k in ("Open", "High", "Low", "Close", "Volume"))
         check_not_negative(f, lambda i: f"line {i + 2}", {"Open": o, "High": h, "Low": l, "Volume": v})
         ticker = normalise_ticker(f.name[: -len(".txt")] if f.name.lower().endswith(".txt") else f.stem)
         b.add(ticker, UNKNOWN_EXCHANGE, t["Date"].to_numpy(), o, h, l, c, v)
-    counts["files_read"] = n_read
-    counts["empty_files"] = n_empty
-    counts["etf_files_skipped"] = n_etf
     return b.build()
 
 

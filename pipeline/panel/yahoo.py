@@ -31,6 +31,7 @@ from pipeline.panel.clean import (
     normalise_ticker,
     read_header,
     read_text_table,
+    source_files,
 )
 
 log = logging.getLogger(__name__)
@@ -42,21 +43,9 @@ YAHOO_COLUMNS = [Column("Date", "date", date_format="iso"), Column("Open", "floa
                  Column("Volume", "float", NA)]
 
 
-def yahoo_files(path: Path) -> list[Path]:
-    """``*.csv`` under ``path`` (recursive, sorted) or ``[path]`` for a single file."""
-    if not path.exists():
-        raise FileNotFoundError(f"panel.path {path} (resolved: {path.resolve()}) does not exist")
-    if path.is_file():
-        return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".csv")
-    if not files:
-        raise input_error(path, "folder", None, "no *.csv files found (expected Yahoo per-ticker CSVs)")
-    return files
-
-
 def read_yahoo(path: Path, counts: dict[str, int]) -> FreeRaw:
     """Yahoo CSV folder or file -> FreeRaw (with adj_close). Negative prices/volume are errors."""
-    files = yahoo_files(path)
+    files = source_files(path, ".csv", "expected Yahoo per-ticker CSVs")
     b = FreeRawBuilder(with_adj_close=True)
     n_empty = n_read = 0
     for f in progress(files, desc="yahoo files", unit="file", disable=len(files) < 200):
