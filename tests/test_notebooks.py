@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+import nbclient  # noqa: E402  (test dependencies: pip install -e .[test])
+import nbformat  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixture import REPO, tiny_experiment  # noqa: E402

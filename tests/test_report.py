@@ -22,8 +22,12 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.panel.store import PanelMeta, write_panel
-from pipeline.report import artifacts, figures
-from pipeline.report.compose import SECTION_BUILDERS, fmt, table_block, write_report
+from pipeline.evaluate import plots
+from pipeline.report import artifacts
+from pipeline.report.blocks import table_block
+from pipeline.report.render import write_report
+from pipeline.report.sections import SECTION_BUILDERS
+from pipeline.tabular import fmt
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixture import REPO, tiny_experiment  # noqa: E402
@@ -156,7 +160,7 @@ def test_training_curves_plot_every_member_log():
     logs = [pd.DataFrame({"epoch": [0, 1, 2], "train_loss": [0.70, 0.69, 0.68],
                           "val_loss": [0.695, 0.690, 0.692], "train_acc": [0.5, 0.52, 0.53],
                           "val_acc": [0.51, 0.52, 0.515]}) for _ in range(2)]
-    fig = figures.training_curves(logs, [1, None])
+    fig = plots.training_curves(logs, [1, None])
     loss_ax, acc_ax = fig.axes
     # 2 lines per member on each axis, plus one best-epoch marker for member 0 on the loss axis.
     assert len(acc_ax.lines) == 4 and len(loss_ax.lines) == 5
@@ -164,14 +168,14 @@ def test_training_curves_plot_every_member_log():
     assert list(acc_ax.lines[1].get_ydata()) == [0.51, 0.52, 0.515]
     assert list(loss_ax.lines[2].get_xdata()) == [1] and list(loss_ax.lines[2].get_ydata()) == [0.690]
     with pytest.raises(ValueError, match="at least one member"):
-        figures.training_curves([])
+        plots.training_curves([])
 
 
 def test_cumulative_hl_is_running_sum_in_percent():
     idx = pd.to_datetime(["2001-01-31", "2001-02-28", "2001-03-30"])
     hl = pd.DataFrame({("CNN", "ew"): [0.01, np.nan, 0.02], ("MOM", "ew"): [0.0, -0.01, 0.01]},
                       index=idx)
-    fig = figures.cumulative_hl(hl, highlight="CNN")
+    fig = plots.cumulative_hl_grid(hl, highlight="CNN")
     (ax,) = fig.axes
     np.testing.assert_allclose(ax.lines[0].get_ydata(), [1.0, 1.0, 3.0])
     np.testing.assert_allclose(ax.lines[1].get_ydata(), [0.0, -1.0, 0.0])
@@ -183,7 +187,8 @@ def test_cumulative_hl_is_running_sum_in_percent():
 
 
 def test_empty_experiment_every_section_not_run_sections_flow(tmp_path):
-    pypdf = pytest.importorskip("pypdf")
+    import pypdf
+
     cfg, _ = _config(tmp_path, "empty")
     res = write_report(cfg, config_ref="empty")
     status = {s["id"]: s["status"] for s in res.sections}
@@ -301,7 +306,8 @@ def test_images_section_shows_contact_sheets_and_rejections(tiny, tiny_report):
 
 
 def test_key_numbers_in_html_and_pdf(tiny, tiny_report):
-    pypdf = pytest.importorskip("pypdf")
+    import pypdf
+
     tiny.require("panel")
     html = tiny_report["html"]
     # provenance of the model (from its model card) and of the report

@@ -295,6 +295,8 @@ def test_the_study_with_a_regression_source(regression_study):
         [60, "transfer", "I5", "I5x12/quarter", 60], [60, "trained", "I60", "I60/quarter", 60]]
     assert all("-regvol" in r for r in table["run"])
     assert table["loss"].isna().all()  # no cross-entropy for a regression run
+    # the paper's Sharpe ratios are its classifiers': no reference for a regression run
+    assert table["paper_sharpe_ew"].isna().all() and table["paper_sharpe_vw"].isna().all()
     for c in ("accuracy", "mse", "r2_oos", "spearman", "sharpe_ew"):
         assert table[c].notna().all(), c
     assert ((table["accuracy"] > 0.3) & (table["accuracy"] < 0.8)).all()
@@ -329,3 +331,4 @@ def test_the_study_with_a_regression_source(regression_study):
         assert r.same_side == pytest.approx(np.mean((j["p_up_a"] > 0) == (j["p_up_b"] > 0)))
     md = (root / "reports" / "ts.md").read_text()
     assert "train.target: vol_adjusted_return" in md and "R²_oos" in md and "same side of 0 on" in md
+    assert "classifiers only" in md

@@ -1,5 +1,5 @@
 """Report stage: compose HTML and PDF from the other stages' artifacts (never retrains).
 
-Public entry points: :func:`pipeline.report.compose.write_report` and the loaders of
+Public entry points: :func:`pipeline.report.render.write_report` and the loaders of
 :mod:`pipeline.report.artifacts` (also used by the notebooks).
 """

@@ -6,7 +6,7 @@ import argparse
 
 from pipeline.cli import run_stage
 from pipeline.config import Config
-from pipeline.report.compose import write_report
+from pipeline.report.render import write_report
 
 
 def _extra(p: argparse.ArgumentParser) -> None:

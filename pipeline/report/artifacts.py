@@ -12,7 +12,7 @@ never silently skipped: "not run" is reserved for artifacts that do not exist.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
@@ -26,24 +26,14 @@ from pipeline import paths
 from pipeline.config import FREQUENCY_HORIZON, Config, parse_image_set
 from pipeline.images.store import ImageSet, label_suffix
 from pipeline.panel.store import PanelMeta
+from pipeline.io import ArtifactError, read_json  # ArtifactError re-exported (report callers)
 from pipeline.tabular import NumericTable, read_csv_numeric, read_numeric
+from pipeline.train.log import LOG_COLUMNS
 
 log = logging.getLogger(__name__)
 
-LOG_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
-
-
-class ArtifactError(ValueError):
-    """An artifact exists but does not have the documented content; the message names the file."""
-
-
-def read_json_file(path: str | Path) -> dict:
-    """Parse a JSON artifact; an unreadable file raises :class:`ArtifactError` naming it."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path}: not valid JSON ({e})") from None
+# The member log.csv columns the report draws (the train stage writes more: pipeline.train.log).
+REPORTED_LOG_COLUMNS = LOG_COLUMNS[:5]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -89,7 +79,7 @@ def load_panel_summary(cfg: Config) -> PanelSummary | None:
     meta_path = d / "meta.json"
     if not meta_path.exists():
         return None
-    raw = read_json_file(meta_path)
+    raw = read_json(meta_path)
     try:
         meta = PanelMeta(**raw)
     except TypeError as e:
@@ -100,7 +90,7 @@ def load_panel_summary(cfg: Config) -> PanelSummary | None:
         n_tickers = int(pq.read_metadata(d / "stocks.parquet").num_rows)
     bayes = None
     if (d / "bayes_accuracy.json").exists():
-        bayes = {str(k): float(v) for k, v in read_json_file(d / "bayes_accuracy.json").items()
+        bayes = {str(k): float(v) for k, v in read_json(d / "bayes_accuracy.json").items()
                  if isinstance(v, (int, float))}
     return PanelSummary(directory=d, meta=meta, universe=universe, n_tickers=n_tickers,
                         bayes_accuracy=bayes)
@@ -191,7 +181,7 @@ def read_member_log(path: str | Path) -> pd.DataFrame:
     """One member's log.csv; columns epoch, train_loss, train_acc, val_loss, val_acc (+ others)."""
     path = Path(path)
     df = pd.read_csv(path)
-    missing = [c for c in LOG_COLUMNS if c not in df.columns]
+    missing = [c for c in REPORTED_LOG_COLUMNS if c not in df.columns]
     if missing:
         raise ArtifactError(f"{path}: missing columns {missing} (has {list(df.columns)})")
     return df
@@ -208,14 +198,14 @@ def load_run(run_dir: str | Path) -> RunArtifacts | None:
     members = [m for m in _member_dirs(run_dir) if (m / "log.csv").exists()] if run_dir.is_dir() else []
     if not members:
         return None
-    summary = read_json_file(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
+    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
     return RunArtifacts(
         name=run_dir.name, directory=run_dir, summary=summary,
         member_logs=[read_member_log(m / "log.csv") for m in members],
-        member_summaries=[read_json_file(m / "summary.json") if (m / "summary.json").exists() else {}
+        member_summaries=[read_json(m / "summary.json") if (m / "summary.json").exists() else {}
                           for m in members],
         has_predictions=(run_dir / "predictions.parquet").exists(),
-        provenance=(read_json_file(run_dir / "model.json").get("provenance")
+        provenance=(read_json(run_dir / "model.json").get("provenance")
                     if (run_dir / "model.json").exists() else None))
 
 
@@ -246,14 +236,14 @@ def load_eval(eval_dir: str | Path) -> EvalArtifacts | None:
     eval_dir = Path(eval_dir)
     if not (eval_dir / "metrics.json").exists():
         return None
-    metrics = read_json_file(eval_dir / "metrics.json")
+    metrics = read_json(eval_dir / "metrics.json")
     port = None
     if (eval_dir / "portfolios.parquet").exists():
         port = pd.read_parquet(eval_dir / "portfolios.parquet")
         # The decile column mixes 1..10 and "H-L"; one string dtype keeps comparisons simple.
         if "decile" in port.columns:
             port["decile"] = port["decile"].astype(str)
-    turnover = read_json_file(eval_dir / "turnover.json") if (eval_dir / "turnover.json").exists() else None
+    turnover = read_json(eval_dir / "turnover.json") if (eval_dir / "turnover.json").exists() else None
     tables: dict[str, dict[str, Path | None]] = {}
     tdir = eval_dir / "tables"
     if tdir.is_dir():
@@ -286,7 +276,7 @@ def collect_metrics(experiment_dirs: list[str | Path] | str | Path) -> pd.DataFr
         exp = Path(exp)
         for m in sorted((exp / "eval").glob("*/metrics.json")):
             rows.append({"experiment": exp.name, "run": m.parent.name,
-                         **scalar_metrics(read_json_file(m))})
+                         **scalar_metrics(read_json(m))})
     if not rows:
         return pd.DataFrame(columns=["experiment", "run"])
     return pd.DataFrame(rows).sort_values(["experiment", "run"], kind="stable").reset_index(drop=True)
@@ -376,13 +366,14 @@ class AblationArtifacts:
 def load_ablations(cfg: Config) -> AblationArtifacts | None:
     """Table 18 of the ablations stage; None when it has not written one. A table written before
     table18.parquet existed is read from table18.csv (its notes rebuilt from the frame)."""
-    from pipeline.ablations.table import CAPTION, table18_notes
+    from pipeline.ablations.table import CAPTION, table18_notes, upgrade_frame
 
     d = paths.ablations_dir(cfg)
     if (d / "table18.parquet").exists():
-        return AblationArtifacts(directory=d, table=read_numeric(d / "table18.parquet"))
+        t = read_numeric(d / "table18.parquet")
+        return AblationArtifacts(directory=d, table=dataclasses.replace(t, frame=upgrade_frame(t.frame)))
     if (d / "table18.csv").exists():
-        frame = pd.read_csv(d / "table18.csv")
+        frame = upgrade_frame(pd.read_csv(d / "table18.csv"))
         return AblationArtifacts(directory=d, table=NumericTable(frame, "table18", CAPTION,
                                                                  table18_notes(frame)))
     return None

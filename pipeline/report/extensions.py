@@ -17,12 +17,12 @@ other section is "not run" with the command that produces it when its artifacts 
 
 from __future__ import annotations
 
-import dataclasses
 
 import pandas as pd
 
 from pipeline import paths
-from pipeline.config import REGRESSION_TARGETS, Config, ConfigError, image_set_spec, is_regression, load_config
+from pipeline.config import (REGRESSION_TARGETS, Config, ConfigError, derive, image_set_spec,
+                             is_regression, load_config)
 from pipeline.io import StaleInputError
 from pipeline.report.artifacts import EvalArtifacts, Experiment, formatted_eval_table, hl_returns, load_eval
 from pipeline.report.blocks import Section, figure_block, note, stage_table_block, table_block, text
@@ -51,8 +51,12 @@ def section_characteristics(exp: Experiment, config_ref: str) -> Section:
 
 
 def target_variant(cfg: Config, target: str) -> Config:
-    """``cfg`` with ``train.target`` replaced (the run and eval folders follow from it)."""
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, target=target))
+    """``cfg`` with ``train.target`` replaced (the run and eval folders follow from it); a
+    regression target comes without the classifier's calibration and NaN-as-down flag, as its runs
+    are trained (both are refused with it)."""
+    classifier_only = {} if not is_regression(target) else {"train.calibration": "none",
+                                                            "train.reproduce_nan_as_down": False}
+    return derive(cfg, {"train.target": target, **classifier_only})
 
 
 def target_runs(cfg: Config) -> dict[str, EvalArtifacts]:

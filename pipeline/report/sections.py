@@ -28,7 +28,7 @@ from pipeline.report.artifacts import (EvalArtifacts, Experiment, formatted_eval
 from pipeline.report import extensions as ext
 from pipeline.report.blocks import (Section, bullets, cells_block, figure_block, kv, not_run, note,
                                     split_columns, stage_table_block, subhead, table_block, text)
-from pipeline.runs import provenance
+from pipeline.provenance import provenance
 
 # Human names of metrics.json keys, in display order; other numeric keys follow with their own name.
 METRIC_LABELS = {

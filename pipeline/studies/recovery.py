@@ -24,18 +24,18 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline import paths
-from pipeline.config import Config, ConfigError, save_resolved, split_years
+from pipeline import paths, tabular
+from pipeline.config import Config, ConfigError, derive, save_resolved, split_years
 from pipeline.evaluate.bayes import gain_recovered_se
 from pipeline.images.build import make_training_inputs
 from pipeline.io import atomic_write_text, read_json, write_figure, write_json
+from pipeline.studies.report import Column, study_markdown, write_study_report
 from pipeline.train.recipes import apply_recipe
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,9 @@ def cell_tag(recipe: str, pool: int) -> str:
 def cell_config(cfg: Config, recipe: str, pool: int) -> Config:
     """The experiment config of one cell: ``cfg`` with the recipe, pool size, run tag and the
     study's calibration."""
-    c = apply_recipe(cfg, recipe)
-    c.train.max_train_images = int(pool)
-    c.train.run_tag = cell_tag(recipe, pool)
-    c.train.calibration = cfg.recovery.calibration
-    return c
+    return derive(apply_recipe(cfg, recipe), {"train.max_train_images": int(pool),
+                                              "train.run_tag": cell_tag(recipe, pool),
+                                              "train.calibration": cfg.recovery.calibration})
 
 
 def check_study(cfg: Config) -> None:
@@ -207,39 +205,29 @@ def learning_curves(table: pd.DataFrame, axes=None):  # noqa: ANN001, ANN201
     return axes
 
 
-def _fmt(x, digits: int = 3) -> str:  # noqa: ANN001
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+def _gain_cell(row: pd.Series) -> str:
+    v, se = row["gain_recovered"], row["gain_se"]
+    if v is None or not math.isfinite(v):
+        return tabular.MISSING
+    return f"{100 * v:.0f}%" + (f" ± {100 * se:.0f}" if se is not None and math.isfinite(se) else "")
+
+
+TABLE_COLUMNS = (
+    Column("variant", "variant", text=True), Column("n_train", "train images"),
+    Column("best_epoch", "best epoch", 1), Column("val_loss", "val loss", 4),
+    Column("test_accuracy", "test acc.", 4), Column("bayes", "Bayes", 4),
+    Column("gain_recovered", "gain recovered", cell=_gain_cell), Column("test_loss", "test loss", 4),
+    Column("share_up_pred", "pred. up", 3), Column("share_up_bayes", "Bayes up", 3),
+    Column("share_up_realised", "real. up", 3), Column("ece", "ECE", 4),
+    Column("spearman", "Spearman", 3), Column("sharpe_ew", "EW H−L SR", 2),
+    Column("chosen_on_validation", "chosen (val)",
+           cell=lambda r: "**yes**" if r["chosen_on_validation"] else ""),
+)
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    cols = [("variant", "variant", None), ("n_train", "train images", None),
-            ("best_epoch", "best epoch", 1), ("val_loss", "val loss", 4),
-            ("test_accuracy", "test acc.", 4), ("bayes", "Bayes", 4),
-            ("gain_recovered", "gain recovered", 2), ("test_loss", "test loss", 4),
-            ("share_up_pred", "pred. up", 3), ("share_up_bayes", "Bayes up", 3),
-            ("share_up_realised", "real. up", 3), ("ece", "ECE", 4),
-            ("spearman", "Spearman", 3), ("sharpe_ew", "EW H−L SR", 2),
-            ("chosen_on_validation", "chosen (val)", None)]
-    head = "| " + " | ".join(c[1] for c in cols) + " |"
-    sep = "|" + "|".join("---" if c[2] is None and c[0] == "variant" else "---:" for c in cols) + "|"
-    lines = [head, sep]
-    for _, r in table.iterrows():
-        cells = []
-        for key, _, d in cols:
-            v = r[key]
-            if key == "chosen_on_validation":
-                cells.append("**yes**" if v else "")
-            elif key == "gain_recovered":
-                se = r["gain_se"]
-                cells.append(f"{100 * v:.0f}%" + (f" ± {100 * se:.0f}" if se is not None and math.isfinite(se) else ""))
-            elif d is None:
-                cells.append(f"{int(v):,}" if isinstance(v, (int, np.integer)) else str(v))
-            else:
-                cells.append(_fmt(float(v) if v is not None else None, d))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """The study table in Markdown (:data:`TABLE_COLUMNS`)."""
+    return study_markdown(table, TABLE_COLUMNS)
 
 
 def write_outputs(cfg: Config, table: pd.DataFrame, study_dir: Path, report_dir: Path, wall: float,
@@ -300,10 +288,6 @@ def write_outputs(cfg: Config, table: pd.DataFrame, study_dir: Path, report_dir:
         f"![reliability at the largest pool]({cfg.name}_reliability.png)",
         "",
     ]
-    report_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(report_dir / f"{cfg.name}.md", "\n".join(lines))
-    atomic_write_text(report_dir / f"{cfg.name}.csv", table.to_csv(index=False))
-    shutil.copyfile(study_dir / "recovery.png", report_dir / f"{cfg.name}.png")
     # Reliability diagrams of the largest pool (calibrated P(up) of every recipe's run).
     from matplotlib.figure import Figure
 
@@ -318,7 +302,8 @@ def write_outputs(cfg: Config, table: pd.DataFrame, study_dir: Path, report_dir:
                 plots.reliability_diagram(pd.DataFrame(bins), ax=ax, label=name)
     ax.set_title(f"Reliability at {int(largest['n_train'].iat[0]):,} training images")
     write_figure(study_dir / "reliability.png", fig)
-    shutil.copyfile(study_dir / "reliability.png", report_dir / f"{cfg.name}_reliability.png")
+    write_study_report(report_dir, cfg.name, lines, table,
+                       {"": study_dir / "recovery.png", "_reliability": study_dir / "reliability.png"})
     log.info("recovery study: %d rows -> %s, %s", len(table), study_dir, report_dir / f"{cfg.name}.md")
 
 

@@ -34,10 +34,7 @@ timescale.png (:func:`plot_comparison`), config.yaml; and ``reports/<name>.md`` 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,14 +42,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import paths
-from pipeline.config import (FREQUENCY_HORIZON, Config, image_set_spec, is_regression, save_resolved,
-                             section_hash, split_years)
+from pipeline import paths, tabular
+from pipeline.config import (FREQUENCY_HORIZON, Config, derive, image_set_spec, is_regression,
+                             save_resolved, section_hash, split_years)
 from pipeline.errors import InputError
-from pipeline.evaluate.regression import predicted_up
+from pipeline.direction import predicted_up
 from pipeline.images.store import ImageSet, label_suffix
 from pipeline.io import (atomic_write_text, folder_lock, is_done, mark_done, marker_path,
                          read_json, remove_stale_temps, write_figure, write_json, write_parquet)
+from pipeline.studies.report import Column, study_markdown, write_study_report
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +61,8 @@ TRANSFER_CARD = "transfer.json"
 # The study's runs, as configs of the ordinary stages
 
 
-def _with_train(cfg: Config, **train) -> Config:
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
+def _with_train(cfg: Config, check: bool = True, **train) -> Config:  # noqa: ANN003
+    return derive(cfg, {f"train.{k}": v for k, v in train.items()}, check=check)
 
 
 def source_config(cfg: Config) -> Config:
@@ -88,7 +86,8 @@ def transfer_config(cfg: Config, target: str) -> Config:
     s = image_set_spec(target)
     src = source_config(cfg)
     tag = "-".join(t for t in (cfg.train.run_tag, f"from-R{src.train.horizon}") if t)
-    return _with_train(cfg, model=src.train.model, image_set=target,
+    # Not checked as a config to train from: an I5 model on aggregated bars is only ever predicted.
+    return _with_train(cfg, check=False, model=src.train.model, image_set=target,
                        horizon=FREQUENCY_HORIZON[s.freq], run_tag=tag)
 
 
@@ -191,8 +190,13 @@ def _row(cfg: Config, kind: str, days: int, run_cfg: Config, trained_on: str) ->
 
     m = read_json(paths.eval_dir(run_cfg) / "metrics.json")
     t = run_cfg.train
-    ref = (hl_reference(f"I{image_set_spec(trained_on).bars}->I{days}", t.horizon) if kind == "transfer"
-           else hl_reference(t.model, t.horizon))
+    # The paper's Sharpe ratios are those of its classifiers: a regression run has no reference.
+    if is_regression(t.target):
+        ref = None
+    elif kind == "transfer":
+        ref = hl_reference(f"I{image_set_spec(trained_on).bars}->I{days}", t.horizon)
+    else:
+        ref = hl_reference(t.model, t.horizon)
 
     def f(x):  # noqa: ANN001, ANN202
         return float("nan") if x is None else float(x)
@@ -225,7 +229,8 @@ def comparison_table(cfg: Config) -> pd.DataFrame:
     sharpe_ew / sharpe_vw (annualised H-L Sharpe ratio; VW is dollar-volume weighted on free data),
     hl_t_ew, hl_ret_ew (annualised, decimal), turnover_ew_pct (% per month), bayes (the synthetic
     market's Bayes accuracy of those rows, else NaN), share_up_pred / share_up_realised,
-    paper_sharpe_ew / _vw (JF/NB reference, NaN if none).
+    paper_sharpe_ew / _vw (the paper's classifier at that scale, JF/NB; NaN if it has none and
+    for a regression target, which the paper does not report).
     """
     src = source_config(cfg)
     rows = [_row(cfg, "trained", image_set_spec(cfg.timescale.source).window_days, src, src.train.image_set)]
@@ -305,36 +310,26 @@ def plot_comparison(table: pd.DataFrame, axes=None):  # noqa: ANN001, ANN201
     return axes
 
 
-def _fmt(x, digits: int = 3) -> str:  # noqa: ANN001
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    return f"{x:.{digits}f}"
+def _fmt(x: float, digits: int = 3) -> str:
+    return tabular.number(x, digits, missing=tabular.MISSING)
+
+
+def table_columns(regression: bool) -> tuple[Column, ...]:
+    """The comparison table's columns; ``regression``: MSE and R²_oos in place of the loss."""
+    fit = ((Column("mse", "MSE", 6), Column("r2_oos", "R²_oos", 4)) if regression
+           else (Column("loss", "loss", 4),))
+    return (Column("window_days", "window"), Column("kind", "", text=True),
+            Column("model", "model", text=True), Column("trained_on", "trained on", text=True),
+            Column("applied_to", "applied to", text=True), Column("horizon", "R"),
+            Column("n", "test rows"), Column("accuracy", "accuracy", 4), Column("bayes", "Bayes", 4),
+            *fit, Column("spearman", "Spearman", 4), Column("sharpe_ew", "EW H−L SR", 2),
+            Column("sharpe_vw", "VW H−L SR", 2), Column("turnover_ew_pct", "EW turnover %/mo", 0),
+            Column("paper_sharpe_ew", "paper EW SR", 2))
 
 
 def markdown_table(table: pd.DataFrame, regression: bool = False) -> str:
-    """The comparison table in Markdown; ``regression``: MSE and R²_oos in place of the loss."""
-    fit = [("mse", "MSE", 6), ("r2_oos", "R²_oos", 4)] if regression else [("loss", "loss", 4)]
-    cols = [("window_days", "window", None), ("kind", "", None), ("model", "model", None),
-            ("trained_on", "trained on", None), ("applied_to", "applied to", None),
-            ("horizon", "R", None), ("n", "test rows", None), ("accuracy", "accuracy", 4),
-            ("bayes", "Bayes", 4), *fit, ("spearman", "Spearman", 4),
-            ("sharpe_ew", "EW H−L SR", 2), ("sharpe_vw", "VW H−L SR", 2),
-            ("turnover_ew_pct", "EW turnover %/mo", 0), ("paper_sharpe_ew", "paper EW SR", 2)]
-    lines = ["| " + " | ".join(c[1] for c in cols) + " |",
-             "|" + "|".join("---" if d is None and k not in ("n", "horizon", "window_days") else "---:"
-                            for k, _, d in cols) + "|"]
-    for _, r in table.iterrows():
-        cells = []
-        for key, _, d in cols:
-            v = r[key]
-            if key == "n":
-                cells.append(f"{int(v):,}")
-            elif d is None:
-                cells.append(str(v))
-            else:
-                cells.append(_fmt(float(v), d))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """The comparison table in Markdown (:func:`table_columns`)."""
+    return study_markdown(table, table_columns(regression))
 
 
 def write_outputs(cfg: Config, table: pd.DataFrame, agree: pd.DataFrame, out_dir: Path,
@@ -398,7 +393,8 @@ def write_outputs(cfg: Config, table: pd.DataFrame, agree: pd.DataFrame, out_dir
         f"mean per-date rank correlation of {score} with the realised return; H−L = decile 10 "
         "minus decile 1 at the label's frequency; "
         "VW is dollar-volume weighted on free data; the paper's figures (JF, NB) are reference "
-        "points on CRSP, not targets.",
+        "points on CRSP, not targets"
+        + (", and exist for its classifiers only, so a regression run has none." if regression else "."),
         "",
         "Agreement of the transferred and the trained model, image for image:",
         "",
@@ -407,10 +403,7 @@ def write_outputs(cfg: Config, table: pd.DataFrame, agree: pd.DataFrame, out_dir
         f"![time-scale transfer]({cfg.name}.png)",
         "",
     ]
-    report_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(report_dir / f"{cfg.name}.md", "\n".join(lines))
-    atomic_write_text(report_dir / f"{cfg.name}.csv", table.to_csv(index=False))
-    shutil.copyfile(out_dir / "timescale.png", report_dir / f"{cfg.name}.png")
+    write_study_report(report_dir, cfg.name, lines, table, {"": out_dir / "timescale.png"})
 
 
 def run_study(cfg: Config, report_dir: Path | None = None) -> pd.DataFrame:
