@@ -12,15 +12,14 @@ must be compared with). The fp32 runs live in ``data/<name>/precision_fp32/`` an
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 
 import pandas as pd
 import torch
 
 from pipeline import paths
-from pipeline.ablations.core import link_inputs
 from pipeline.cli import parse_args
+from pipeline.config import derive
 from pipeline.io import read_json
 from pipeline.train.loop import resolve_runtime, train_run
 
@@ -60,11 +59,10 @@ def main() -> None:
     if args.members > n_bf16:
         raise SystemExit(f"--members {args.members} exceeds the {n_bf16} finished members of {main_run}")
 
-    fp32 = copy.deepcopy(cfg)
     bench_dir = cfg.experiment_dir / "precision_fp32"
-    link_inputs(cfg, bench_dir)
-    fp32.data_dir, fp32.name = str(bench_dir.parent), bench_dir.name
-    fp32.train.precision, fp32.train.ensemble = "fp32", args.members
+    fp32 = derive(cfg, {"data_dir": str(bench_dir.parent), "name": bench_dir.name,
+                        "inputs_dir": str(cfg.inputs_root),  # the main run's panel and images
+                        "train.precision": "fp32", "train.ensemble": args.members})
     fp32_run = train_run(fp32)
 
     rows = member_rows(main_run, "bf16", n_bf16) + member_rows(fp32_run, "fp32", args.members)

@@ -10,8 +10,6 @@ from collections.abc import Callable
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.errors import InputError
 
-log = logging.getLogger("pipeline")
-
 
 def setup_logging(verbose: bool = False) -> None:
     """The project's own loggers (pipeline.*, benchmarks.*) at INFO (DEBUG with -v); third-party
@@ -35,12 +33,21 @@ def parse_args(description: str, argv: list[str] | None = None,
         extra(p)
     args = p.parse_args(argv)
     setup_logging(args.verbose)
+    if getattr(args, "model", None):  # --model NAME is --set train.model=NAME (model_option)
+        args.overrides.append(f"train.model={args.model}")
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     return cfg, args
+
+
+def model_option(p: argparse.ArgumentParser) -> None:
+    """``--model NAME``: a shorthand for ``--set train.model=NAME`` (the run of that registry
+    model: an ablation variant, say), applied after the other overrides."""
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help="registry model of the run (shorthand for --set train.model=NAME)")
 
 
 def run_stage(description: str, body: Callable[[Config, argparse.Namespace], object],

@@ -20,6 +20,7 @@ traced back to the exact settings that produced it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import hashlib
@@ -39,6 +40,13 @@ PACKAGE_CONFIG_DIR = Path(__file__).parent / "configs"
 
 class ConfigError(InputError):
     """A configuration file or override is invalid; the message names the key and the file."""
+
+
+# Choices that a stage module also checks (a direct caller bypasses the config): the values are
+# read from these types there (typing.get_args), so each list is written once.
+PeriodRetMode = Literal["strict", "next_available"]
+Calibration = Literal["none", "temperature", "platt"]
+LayerPoint = Literal["pre_pool", "post_pool"]
 
 
 @dataclass
@@ -130,7 +138,7 @@ class ImagesConfig:
     volume: bool = True
     start_year: int = 1993
     end_year: int = 2019
-    period_ret_mode: Literal["strict", "next_available"] = "strict"
+    period_ret_mode: PeriodRetMode = "strict"
     calendar: Literal["panel"] = "panel"  # period ends from the panel's own trading days
     stocks_per_shard: int = 1000
     executor: Literal["local", "dask"] = "local"
@@ -162,7 +170,7 @@ class TrainConfig:
     head_init: Literal["paper", "base_rate"] = "paper"
     # Post-hoc calibration of each member's P(up), fitted on its own validation split
     # (pipeline.train.calibration): none (the paper) | temperature | platt.
-    calibration: Literal["none", "temperature", "platt"] = "none"
+    calibration: Calibration = "none"
     # Appended to the run folder's name (runs/<run>-<tag>, pipeline.paths.run_name), so variants of one experiment (the
     # recovery study's recipes and sizes) keep their own models, predictions and evaluations.
     run_tag: str = ""
@@ -222,7 +230,7 @@ class GradcamConfig:
 
     year: int | None = None  # None: the last test year
     n_per_side: int = 10
-    layer_point: Literal["pre_pool", "post_pool"] = "pre_pool"
+    layer_point: LayerPoint = "pre_pool"
     members: Literal["first", "all"] = "first"
     average_samples: int = 2000
 
@@ -332,6 +340,10 @@ class Config:
     name: str = "default"
     data_dir: str = "data"
     reports_dir: str = "reports"
+    # Folder whose panel/ and images/ this experiment reads (and builds); None = its own folder,
+    # data/<name>. A sub-experiment that changes only the model (the ablations, the precision
+    # benchmark) names its parent experiment here, so both share one panel and one image set.
+    inputs_dir: str | None = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     panel: PanelConfig = field(default_factory=PanelConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
@@ -350,6 +362,12 @@ class Config:
     def experiment_dir(self) -> Path:
         """``data/<name>``: every artifact of this experiment lives below it."""
         return Path(self.data_dir) / self.name
+
+    @property
+    def inputs_root(self) -> Path:
+        """The folder holding this experiment's ``panel/`` and ``images/``: ``inputs_dir`` or
+        :attr:`experiment_dir`."""
+        return Path(self.inputs_dir) if self.inputs_dir is not None else self.experiment_dir
 
 
 # --------------------------------------------------------------------------------------------------
@@ -461,13 +479,17 @@ def _parse_override(text: str) -> dict:
         value = yaml.safe_load(raw) if raw != "" else ""
     except (yaml.YAMLError, ValueError) as e:  # e.g. an impossible date such as 2019-13-01
         raise ConfigError(f"override '{text}': cannot parse the value of '{key}': {e}") from None
-    out: dict = {}
-    node = out
-    parts = key.strip().split(".")
+    return _nest({}, key.strip(), value)
+
+
+def _nest(into: dict, dotted: str, value: Any) -> dict:
+    """Put ``value`` at ``section.key`` of the nested mapping ``into`` (as a YAML file holds it)."""
+    node = into
+    parts = dotted.split(".")
     for p in parts[:-1]:
         node = node.setdefault(p, {})
     node[parts[-1]] = value
-    return out
+    return into
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -540,6 +562,24 @@ def _check_choice(value: Any, tp: Any, where: str) -> None:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:  # X | None; no field is a union of several types holding a Literal
             _check_choice(value, args[0], where)
+
+
+def derive(cfg: Config, changes: dict[str, Any], check: bool = True) -> Config:
+    """A copy of ``cfg`` with ``changes`` (``{"train.model": "I20", "data_dir": ...}``) applied by
+    the rules of a config file (values coerced to the field's type, unknown keys refused) and
+    validated; ``cfg`` itself is unchanged. The one way a stage, study or benchmark makes a variant
+    of an experiment's config.
+
+    ``check=False`` skips :func:`validate`, for a config that no one trains from: the time-scale
+    study's transfer runs predict an I5 model on aggregated bars, which training refuses."""
+    nested: dict = {}
+    for key, value in changes.items():
+        _nest(nested, key, value)
+    out = copy.deepcopy(cfg)
+    _apply(out, nested, "a derived config (" + ", ".join(f"{k}={v!r}" for k, v in changes.items()) + ")")
+    if check:
+        validate(out)
+    return out
 
 
 def validate(cfg: Config) -> None:

@@ -58,8 +58,17 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+class ArtifactError(InputError):
+    """An artifact exists but does not have the documented content; the message names the file."""
+
+
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The parsed JSON file; a file that is not valid JSON is an :class:`ArtifactError` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path}: not valid JSON ({e})") from None
 
 
 def _json_default(o: Any) -> Any:
@@ -116,7 +125,7 @@ def is_done(directory: str | Path, settings_hash: str, name: str = "_DONE") -> b
         return False
     try:
         return read_json(p).get("hash") == settings_hash
-    except (json.JSONDecodeError, OSError):
+    except (ArtifactError, OSError):
         return False
 
 

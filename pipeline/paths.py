@@ -2,6 +2,7 @@
 
     data/<name>/panel/                         canonical panel              (panel)
     data/<name>/images/I20_month/              image set                    (images)
+      (panel/ and images/ are under cfg.inputs_dir instead when it is set: ablations, benchmarks)
     data/<name>/runs/<run>/                    models, logs, predictions    (train, predict)
     data/<name>/eval/<run>/                    metrics, portfolios, tables  (evaluate)
     data/<name>/gradcam/<run>/                 Grad-CAM arrays and panels   (gradcam)
@@ -23,18 +24,20 @@ TARGET_SUFFIX = {"return": "reg", "vol_adjusted_return": "regvol"}
 
 
 def panel_dir(cfg: Config) -> Path:
-    return cfg.experiment_dir / "panel"
+    """``panel/`` of the experiment, or of the one ``cfg.inputs_dir`` names (``Config.inputs_root``)."""
+    return cfg.inputs_root / "panel"
 
 
 def images_dir(cfg: Config, image_set: str) -> Path:
-    """``images/I20_month``; an aggregated set ``I5x4/month`` (METHOD 11) lives in ``images/I5x4_month``."""
-    return cfg.experiment_dir / "images" / image_set_spec(image_set).folder
+    """``images/I20_month``; an aggregated set ``I5x4/month`` (METHOD 11) lives in ``images/I5x4_month``;
+    under ``Config.inputs_root`` (the experiment's own folder unless ``inputs_dir`` is set)."""
+    return cfg.inputs_root / "images" / image_set_spec(image_set).folder
 
 
-def run_name(cfg: Config, model: str | None = None) -> str:
+def run_name(cfg: Config) -> str:
     """The run folder's name: everything that makes a run a different run, so none replaces another.
 
-    ``<model>_R<horizon>`` (the model name is an ablation variant's when given), then, only where
+    ``<train.model>_R<horizon>`` (an ablation variant's config names the variant there), then, only where
     they differ from the paper's baseline: ``-rec`` for record-count labels (ret_5d/20d/60d instead
     of the period return), ``-reg`` / ``-regvol`` for a regression on the raw / volatility-adjusted
     return (``train.target``), ``-<freq>`` for an image frequency other than the horizon's, ``-jf`` for
@@ -44,7 +47,7 @@ def run_name(cfg: Config, model: str | None = None) -> str:
     ``I20_R20-is2005-2011-os2012-2019-fast``.
     """
     t = cfg.train
-    parts = [f"{model or t.model}_R{t.horizon}"]
+    parts = [f"{t.model}_R{t.horizon}"]
     if t.label_return == "records":
         parts.append("rec")
     if t.target in TARGET_SUFFIX:
@@ -80,14 +83,14 @@ def transfer_suffix(cfg: Config) -> str:
     return f"{x.mode}_from_" + "".join(ch if ch.isalnum() or ch in "._" else "_" for ch in src)
 
 
-def run_dir(cfg: Config, model: str | None = None) -> Path:
-    return cfg.experiment_dir / "runs" / run_name(cfg, model)
+def run_dir(cfg: Config) -> Path:
+    return cfg.experiment_dir / "runs" / run_name(cfg)
 
 
-def eval_dir(cfg: Config, model: str | None = None) -> Path:
+def eval_dir(cfg: Config) -> Path:
     """Evaluation of a run; the top-500 universe gets its own folder so both can coexist."""
     suffix = "_top500" if cfg.evaluate.top500 else ""
-    return cfg.experiment_dir / "eval" / f"{run_name(cfg, model)}{suffix}"
+    return cfg.experiment_dir / "eval" / f"{run_name(cfg)}{suffix}"
 
 
 def gradcam_dir(cfg: Config) -> Path:

@@ -2,7 +2,7 @@
 
     write_model_card(run_dir, ...)      run_dir/model.json, written by the train stage
     load_ensemble(run_dir) -> Ensemble  members (ChartCNN, eval mode), normalisation, calibrations
-    provenance() -> dict                commit, package versions, hardware
+    provenance() -> dict                commit, package versions, hardware (pipeline.provenance)
 
 ``model.json`` holds everything needed to rebuild and use the ensemble without the experiment's
 YAML: the architecture (the ModelSpec's fields, not only its registry name), the input size, the
@@ -17,19 +17,15 @@ or a card of another format version, is refused with a message naming the file.
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from pipeline.errors import InputError
 from pipeline.io import read_json, sha256_file, write_json  # sha256_file re-exported (train.transfer)
+from pipeline.provenance import provenance  # re-exported: the model card's and the report's
 from pipeline.models.cnn import ChartCNN, ModelSpec
 
 MODEL_CARD = "model.json"
@@ -38,29 +34,6 @@ FORMAT = 1  # bump when the card's meaning changes; older cards are refused, not
 
 class ModelArtifactError(InputError):
     """A run's model card or weights are missing, of another format, or do not match each other."""
-
-
-def provenance() -> dict:
-    """Where and with what an artifact was made: the repository commit (and whether the working
-    tree had uncommitted changes), Python and package versions, the machine."""
-    root = Path(__file__).resolve().parent.parent
-    commit, dirty = None, None
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-        if commit:
-            dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain",
-                                         "--untracked-files=no"], capture_output=True, text=True,
-                                        timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    import pandas as pd
-
-    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"commit": commit, "uncommitted_changes": dirty, "python": sys.version.split()[0],
-            "torch": torch.__version__, "numpy": np.__version__, "pandas": pd.__version__,
-            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "cuda_device": cuda}
 
 
 def write_model_card(run_dir: Path, *, model: str, spec: ModelSpec, image_set: str, horizon: int,
@@ -163,6 +136,14 @@ class Ensemble:
         return self.card["chart"]
 
 
+def member_indices(run_dir: Path) -> list[int]:
+    """Indices i of the run's finished members (``member_<i>/best.pt`` present), ascending."""
+    idx = sorted(int(p.parent.name.split("_", 1)[1]) for p in Path(run_dir).glob("member_*/best.pt"))
+    if not idx:
+        raise FileNotFoundError(f"no trained member (member_<i>/best.pt) in {run_dir}: run `make train`")
+    return idx
+
+
 def load_ensemble(run_dir: str | Path, members: list[int] | None = None, verify: bool = True) -> Ensemble:
     """Load a trained run from its model card (all members, or those listed)."""
     run_dir = Path(run_dir)
@@ -188,9 +169,16 @@ def read_predictions(path: Path, columns: list[str]) -> pd.DataFrame:
     return pd.read_parquet(path, columns=columns)
 
 
-def require_current_predictions(run: Path) -> tuple[Path, Path]:
-    """(predictions.parquet, _TRAIN_DONE.json) of a finished run whose predictions are newer than
-    its training; FileNotFoundError or StaleInputError naming the stage to rerun otherwise."""
+def require_current_predictions(run: Path, trained: bool = True) -> tuple[Path, Path | None]:
+    """(predictions.parquet, _TRAIN_DONE.json) of a run whose predictions come from its current
+    training; FileNotFoundError or StaleInputError naming the stage to rerun otherwise.
+
+    The one rule for "predictions current" (as every stage's skip test, by hashes, not times):
+    ``_PREDICT_DONE.json`` records the ``_TRAIN_DONE.json`` hash of the training it predicted
+    with (``trained``), and that must be the run's training hash now. ``trained=False`` accepts
+    a run folder without a training marker (predictions imported or transferred into it); the
+    returned marker is then None.
+    """
     from pipeline.io import StaleInputError, marker_path
 
     pred_path = run / "predictions.parquet"
@@ -198,9 +186,13 @@ def require_current_predictions(run: Path) -> tuple[Path, Path]:
         raise FileNotFoundError(f"{pred_path} not found: run `make predict` first")
     train_marker = marker_path(run, "_TRAIN_DONE")
     if not train_marker.exists():
-        raise FileNotFoundError(f"{run} is not a finished training run: run `make train` first")
+        if trained:
+            raise FileNotFoundError(f"{run} is not a finished training run: run `make train` first")
+        return pred_path, None
     predicted = marker_path(run, "_PREDICT_DONE")
-    if not predicted.exists() or train_marker.stat().st_mtime_ns > predicted.stat().st_mtime_ns:
-        raise StaleInputError(f"{pred_path} is unfinished or older than the trained run in {run}: "
+    if (not predicted.exists()
+            or read_json(predicted).get("trained") != read_json(train_marker).get("hash")):
+        raise StaleInputError(f"{pred_path} is unfinished or older than the trained run in {run} "
+                              f"({predicted.name} does not name its training {train_marker.name}): "
                               "run `make predict` again")
     return pred_path, train_marker

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.ablations.core import ablation_config, ablation_models, link_inputs, variant_config
+from pipeline import paths
+from pipeline.ablations.core import ablation_config, ablation_models, variant_config
 from pipeline.ablations.table import (
     METRICS,
     build_table18,
@@ -53,7 +53,7 @@ def test_build_table18_every_row_grouped_with_paper_numbers() -> None:
     assert frame["model"].tolist() == [r.model for r in TABLE18]
     assert frame["group"].tolist() == [r.group for r in TABLE18]
     assert frame["variant"].tolist() == [r.label for r in TABLE18]
-    assert frame["run"].all()
+    assert frame["finished"].all()
     for i, rec in frame.iterrows():
         for m in METRICS:
             assert rec[m] == pytest.approx(fake_metrics(i)[m])
@@ -87,7 +87,7 @@ def test_build_table18_every_row_grouped_with_paper_numbers() -> None:
 def test_table18_notes_ensemble_and_missing() -> None:
     results = {"I20": fake_metrics(0, members=1), "I20-nobn": fake_metrics(1, members=1)}
     frame = build_table18(results)
-    assert len(frame) == 17 and frame["run"].sum() == 2
+    assert len(frame) == 17 and frame["finished"].sum() == 2
     notes = table18_notes(frame, extra=["Data: synthetic."])
     assert "Ensembles of 1 member (paper: 5)." in notes
     assert any(n.startswith("Not run: I20-filters32, ") for n in notes)
@@ -109,7 +109,7 @@ def test_latex_and_files(tmp_path) -> None:
     results = {r.model: fake_metrics(i, members=2) for i, r in enumerate(TABLE18)}
     frame = write_table18(tmp_path, results, extra_notes=["Data: x_y 50%."])
     csv = pd.read_csv(tmp_path / "table18.csv")
-    assert len(csv) == 17 and list(csv.columns[:5]) == ["group", "variant", "model", "run", "members"]
+    assert len(csv) == 17 and list(csv.columns[:5]) == ["group", "variant", "model", "finished", "members"]
     np.testing.assert_allclose(csv["sr_ew"], frame["sr_ew"])
     tex = (tmp_path / "table18.tex").read_text()
     assert tex.startswith(r"\begin{tabular}{llrrrrrrrr}")
@@ -121,6 +121,21 @@ def test_latex_and_files(tmp_path) -> None:
     assert md.startswith("# Table 18") and "Ensembles of 2 members (paper: 5)." in md
     assert latex_escape("a_b & c") == r"a\_b \& c"
     assert to_latex(frame).count(r"\addlinespace") == 9  # between the 10 groups
+
+
+def test_a_table_written_with_the_old_column_name_still_reads(tmp_path) -> None:
+    """Tables written before ``finished`` had its name called it ``run``: the report reads both."""
+    from pipeline.report.artifacts import load_ablations
+
+    cfg = load_config(None, [f"data_dir={tmp_path}", "name=x"])
+    d = paths.ablations_dir(cfg)
+    d.mkdir(parents=True)
+    results = {"I20": fake_metrics(0, members=2)}
+    frame = write_table18(d, results)
+    (d / "table18.parquet").unlink()
+    frame.rename(columns={"finished": "run"}).to_csv(d / "table18.csv", index=False)
+    loaded = load_ablations(cfg).table.frame
+    assert loaded["finished"].sum() == 1 and "run" not in loaded.columns
 
 
 def test_ablation_models_and_config(tmp_path) -> None:
@@ -142,7 +157,9 @@ def test_ablation_models_and_config(tmp_path) -> None:
     from pipeline import paths
 
     assert paths.run_dir(v) == tmp_path / "demo" / "ablations" / "runs" / "I20-nobn_R20"
-    assert paths.images_dir(v, "I20/month") == tmp_path / "demo" / "ablations" / "images" / "I20_month"
+    # The variants read the parent's inputs (no copy, no link): panel and images are the parent's.
+    assert paths.images_dir(v, "I20/month") == tmp_path / "demo" / "images" / "I20_month"
+    assert paths.panel_dir(v) == paths.panel_dir(cfg) == tmp_path / "demo" / "panel"
 
 
 def test_ablation_test_years_keep_the_training_pool(tmp_path) -> None:
@@ -183,7 +200,7 @@ def test_table_only_lists_unfinished_variants_and_the_test_years(tmp_path) -> No
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     frame = pd.read_csv(tmp_path / "x" / "ablations" / "table18.csv")
-    assert not frame["run"].any()
+    assert not frame["finished"].any()
     md = (tmp_path / "x" / "ablations" / "table18.md").read_text()
     assert "test years 2010-2019 only (ablations.test_years; the baseline's test period is 2000-2019)" in md
     assert "Configured ensemble size 5 (paper: 5)" not in md
@@ -201,19 +218,13 @@ def test_execution_order_is_cheapest_first() -> None:
     assert execution_order(same) == same
 
 
-def test_link_inputs(tmp_path) -> None:
-    cfg = load_config("demo", [f"data_dir={tmp_path}"])
-    (tmp_path / "demo" / "images" / "I20_month").mkdir(parents=True)
-    (tmp_path / "demo" / "images" / "I20_month" / "x.txt").write_text("hi")
-    link_inputs(cfg)
-    link_inputs(cfg)  # idempotent
-    d = tmp_path / "demo" / "ablations"
-    assert os.readlink(d / "images") == os.path.join("..", "images")
-    assert (d / "images" / "I20_month" / "x.txt").read_text() == "hi"
-    os.unlink(d / "panel")
-    (d / "panel").mkdir()
-    with pytest.raises(FileExistsError, match="not a link"):
-        link_inputs(cfg)
+def test_inputs_dir_moves_only_the_panel_and_images(tmp_path) -> None:
+    cfg = load_config("demo", [f"data_dir={tmp_path}", f"inputs_dir={tmp_path / 'shared'}"])
+    assert paths.panel_dir(cfg) == tmp_path / "shared" / "panel"
+    assert paths.images_dir(cfg, "I5x4/month") == tmp_path / "shared" / "images" / "I5x4_month"
+    assert paths.run_dir(cfg).parent == tmp_path / "demo" / "runs"  # the runs stay the experiment's
+    a = ablation_config(cfg)  # an ablation of such an experiment reads the same inputs
+    assert paths.images_dir(a, "I20/month") == tmp_path / "shared" / "images" / "I20_month"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -239,7 +250,7 @@ def test_run_ablations_end_to_end(tmp_path) -> None:
     assert not (tmp_path / "tiny" / "runs").exists()
     frame = pd.read_csv(out / "table18.csv")
     assert frame["model"].tolist() == [r.model for r in TABLE18]  # every Table-18 row, paper order
-    assert frame.loc[frame["run"], "model"].tolist() == E2E_VARIANTS
+    assert frame.loc[frame["finished"], "model"].tolist() == E2E_VARIANTS
     acfg = ablation_config(cfg)
     for m in E2E_VARIANTS:
         v = variant_config(acfg, m)
@@ -272,7 +283,7 @@ def test_run_ablations_end_to_end(tmp_path) -> None:
     cfg.ablations.variants = [*E2E_VARIANTS, "I20-relu"]
     write_finished_table(cfg)
     frame_t = pd.read_csv(out / "table18.csv")
-    pd.testing.assert_frame_equal(frame_t[frame_t["run"]], frame[frame["run"]])
+    pd.testing.assert_frame_equal(frame_t[frame_t["finished"]], frame[frame["finished"]])
     assert not paths.run_dir(variant_config(acfg, "I20-relu")).exists()
 
     # a failing variant (I60 needs 96x180 images) does not lose the others; the table says so
@@ -280,5 +291,5 @@ def test_run_ablations_end_to_end(tmp_path) -> None:
     with pytest.raises(RuntimeError, match=r"1 ablation variant\(s\) failed: \['I60'\]"):
         run_ablations(cfg)
     frame2 = pd.read_csv(out / "table18.csv")
-    assert frame2.loc[frame2["run"], "model"].tolist() == ["I20"]
+    assert frame2.loc[frame2["finished"], "model"].tolist() == ["I20"]
     assert "Failed (see the stage log): I60." in (out / "table18.md").read_text()

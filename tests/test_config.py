@@ -259,3 +259,17 @@ def test_config_only_checks_run_at_load(override, message):
     with pytest.raises(ConfigError) as e:
         load_config(None, [override])
     assert message in str(e.value)
+
+
+def test_derive_makes_a_checked_copy_and_leaves_the_original():
+    from pipeline.config import derive
+
+    cfg = load_config()
+    v = derive(cfg, {"train.model": "I5", "train.lr": "1e-4", "data_dir": "elsewhere"})
+    assert (v.train.model, v.train.lr, v.data_dir) == ("I5", 1e-4, "elsewhere")  # "1e-4" read as a number
+    assert (cfg.train.model, cfg.train.lr, cfg.data_dir) == (Config().train.model, Config().train.lr, "data")
+    assert v.train is not cfg.train and v.images.sets is not cfg.images.sets
+    with pytest.raises(ConfigError, match="unknown config key 'train.modle'"):
+        derive(cfg, {"train.modle": "I5"})
+    with pytest.raises(ConfigError, match="train.calibration"):  # validated like a loaded file
+        derive(cfg, {"train.target": "return", "train.calibration": "platt"})

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 def test_gradcam_and_interpret_redo_exactly_when_the_predictions_change(tmp_path) -> None:
     from interp_experiment import make_tiny_experiment
 
-    from pipeline.gradcam.core import run_gradcam
+    from pipeline.gradcam.stage import run_gradcam
     from pipeline.interpret.core import run_interpret
     from pipeline.io import input_stamp, marker_path, read_json
     from pipeline.predict.core import predict_run

@@ -97,11 +97,6 @@ def test_bayes_accuracy_dict():
 
 
 def test_synthetic_source_writes_bayes_accuracy(tmp_path):
-    pytest.importorskip("pipeline.panel.synthetic")
-    from pipeline.panel import synthetic
-
-    if not hasattr(synthetic, "bayes_accuracy"):
-        pytest.skip("pipeline.panel.synthetic.bayes_accuracy not written yet")
     cfg = load_config(None, ["name=s", f"data_dir={tmp_path}", "synthetic.n_stocks=4",
                              "synthetic.start=2018-06-01", "synthetic.end=2019-12-31",
                              "synthetic.bayes_paths=8", "synthetic.bayes_samples=16"])

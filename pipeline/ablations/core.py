@@ -4,31 +4,27 @@ Every variant changes only the model (a registry name); data, split, seeds, trai
 ensemble size (``ablations.ensemble``, default the baseline's ``train.ensemble``) are shared.
 
 Where the runs live: the ablation experiment is the parent experiment relocated to
-``data/<name>/ablations/`` (``data_dir = data/<name>``, ``name = ablations``), whose ``images`` and
-``panel`` folders are relative symbolic links to the parent's. So every stage function resolves its
-paths unchanged (``paths.run_dir`` -> ``data/<name>/ablations/runs/<variant>_R20``), the variant runs
-never touch the main experiment's runs (the baseline is retrained here with the ablation's ensemble
-size, so all rows share identical settings), and each variant is resumable because the train,
-predict and evaluate stage functions are. Benchmark strategies are not evaluated for the variants
+``data/<name>/ablations/`` (``data_dir = data/<name>``, ``name = ablations``) whose ``inputs_dir``
+is the parent's inputs folder, so it reads the parent's ``panel/`` and ``images/``. So every stage
+function resolves its paths unchanged (``paths.run_dir`` -> ``data/<name>/ablations/runs/<variant>_R20``,
+``paths.images_dir`` -> ``data/<name>/images/I20_month``), the variant runs never touch the main
+experiment's runs (the baseline is retrained here with the ablation's ensemble size, so all rows
+share identical settings), and each variant is resumable because the train, predict and evaluate
+stage functions are. Benchmark strategies are not evaluated for the variants
 (Table 18 needs none of them; ``evaluate.benchmarks`` is emptied in the ablation config).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-import os
 import traceback
 from pathlib import Path
 
 from pipeline import paths
-from pipeline.config import Config, ConfigError, check_ablations, save_resolved, split_years
+from pipeline.config import Config, ConfigError, check_ablations, derive, save_resolved, split_years
 from pipeline.io import read_json
 
 log = logging.getLogger(__name__)
-
-LINKED_INPUTS = ("panel", "images")  # parent-experiment folders the ablation experiment reads
-
 
 def ablation_models(cfg: Config) -> list[str]:
     """The variants to run: ``ablations.variants``, or every Table-18 row of the registry.
@@ -49,24 +45,25 @@ def ablation_models(cfg: Config) -> list[str]:
 
 
 def ablation_config(cfg: Config) -> Config:
-    """The ablation experiment's config: relocated to ``paths.ablations_dir(cfg)``, ensemble size
+    """The ablation experiment's config: relocated to ``paths.ablations_dir(cfg)``, reading the
+    parent's panel and images (``inputs_dir``), ensemble size
     ``ablations.ensemble`` (or ``train.ensemble``), in-sample pool ``ablations.max_train_images`` (or
     ``train.max_train_images``), test years ``ablations.test_years`` (or the
     split's), no benchmark strategies. ``cfg`` is not changed."""
     check_ablations(cfg)  # checked at load too; again here for a config changed since
-    a = copy.deepcopy(cfg)
     d = paths.ablations_dir(cfg)
-    a.data_dir, a.name = str(d.parent), d.name
+    changes: dict = {"data_dir": str(d.parent), "name": d.name,
+                     "inputs_dir": str(cfg.inputs_root),  # the parent's panel and images, shared, not copied
+                     "evaluate.benchmarks": []}
     if cfg.ablations.ensemble is not None:
-        a.train.ensemble = cfg.ablations.ensemble
+        changes["train.ensemble"] = cfg.ablations.ensemble
     if cfg.ablations.test_years is not None:
-        insample = split_years(cfg.train)[0]
         # The same in-sample years, so the same training pool; only the predicted years shrink.
-        a.train.split, a.train.insample_years = "custom", list(insample)
-        a.train.test_years = list(cfg.ablations.test_years)
+        changes.update({"train.split": "custom", "train.insample_years": list(split_years(cfg.train)[0]),
+                        "train.test_years": list(cfg.ablations.test_years)})
     if cfg.ablations.max_train_images is not None:
-        a.train.max_train_images = cfg.ablations.max_train_images
-    a.evaluate.benchmarks = []
+        changes["train.max_train_images"] = cfg.ablations.max_train_images
+    a = derive(cfg, changes)
     assert a.experiment_dir == d
     return a
 
@@ -81,39 +78,7 @@ def execution_order(models: list[str]) -> list[str]:
 
 def variant_config(acfg: Config, model: str) -> Config:
     """``acfg`` (the ablation config) training ``model`` instead of the baseline."""
-    v = copy.deepcopy(acfg)
-    v.train.model = model
-    return v
-
-
-def link_inputs(cfg: Config, directory: Path | None = None) -> None:
-    """Create ``ablations/{panel,images}`` as relative links to the parent experiment's folders.
-
-    ``directory``: another folder directly inside the experiment to link instead (the precision
-    benchmark uses one), default ``paths.ablations_dir(cfg)``.
-
-    An existing correct link is kept; a real folder or a link elsewhere under that name is an error
-    (never overwritten). A parent folder that does not exist yet is linked anyway (the link resolves
-    once the stage that writes it has run), so the error then comes from the stage that reads it.
-    """
-    d = paths.ablations_dir(cfg) if directory is None else Path(directory)
-    if d.parent.resolve() != cfg.experiment_dir.resolve():
-        raise ValueError(f"{d} must be a folder directly inside {cfg.experiment_dir}")
-    d.mkdir(parents=True, exist_ok=True)
-    for name in LINKED_INPUTS:
-        link = d / name
-        target = Path("..") / name
-        if link.is_symlink():
-            if Path(os.readlink(link)) == target:
-                continue
-            raise FileExistsError(f"{link} links to {os.readlink(link)}, expected {target}")
-        if link.exists():
-            raise FileExistsError(f"{link} exists and is not a link to {target}; move it away")
-        tmp = d / f".{name}.link.tmp"
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
-        os.symlink(target, tmp, target_is_directory=True)
-        os.replace(tmp, link)  # atomic: the link appears whole or not at all
+    return derive(acfg, {"train.model": model})
 
 
 def run_variant(vcfg: Config, threads: int | None = None) -> dict[str, float]:
@@ -127,8 +92,7 @@ def run_variant(vcfg: Config, threads: int | None = None) -> dict[str, float]:
     from pipeline.train.loop import train_run
 
     if threads is not None and vcfg.train.threads is None:
-        vcfg = copy.deepcopy(vcfg)
-        vcfg.train.threads = threads
+        vcfg = derive(vcfg, {"train.threads": threads})
     model = vcfg.train.model
     log.info("ablation %s: train", model)
     train_run(vcfg)
@@ -202,7 +166,6 @@ def run_ablations(cfg: Config) -> Path:
     """
     models = ablation_models(cfg)
     acfg = ablation_config(cfg)
-    link_inputs(cfg)
     out = paths.ablations_dir(cfg)
     save_resolved(acfg, out)
     parallel = max(1, int(cfg.ablations.parallel))

@@ -80,7 +80,8 @@ def build_table18(results: Mapping[str, Mapping[str, float]],
         paper: model name -> the paper's metrics or None; default SSRN Table 18.
 
     Returns:
-        DataFrame with columns group, variant, model, run (bool), members (float, NaN if not run),
+        DataFrame with columns group, variant, model, finished (bool: the variant has results),
+        members (float, NaN if not run),
         then for each metric m in METRICS: m (NaN if not run) and m_paper (NaN if not reported).
     """
     rows = list(_default_rows() if rows is None else rows)
@@ -92,7 +93,7 @@ def build_table18(results: Mapping[str, Mapping[str, float]],
         r = results.get(model)
         p = paper(model) or {}
         rec: dict[str, Any] = {"group": group, "variant": label, "model": model,
-                               "run": r is not None,
+                               "finished": r is not None,
                                "members": float(r["members"]) if r is not None else math.nan}
         for m in METRICS:
             if r is not None and m not in r:
@@ -104,8 +105,16 @@ def build_table18(results: Mapping[str, Mapping[str, float]],
     both = beside_paper(ours, pd.DataFrame.from_records(paper_records, columns=list(METRICS)),
                         name="{}_paper", keep_empty=True)
     # Each metric followed by the paper's value of it.
-    return both[["group", "variant", "model", "run", "members",
+    return both[["group", "variant", "model", "finished", "members",
                  *[c for m in METRICS for c in (m, f"{m}_paper")]]]
+
+
+def upgrade_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A Table-18 frame as this version writes it: tables written before the ``finished`` column
+    had that name called it ``run`` (a boolean, renamed because ``run`` is a run's name elsewhere)."""
+    if "run" in frame.columns and "finished" not in frame.columns:
+        return frame.rename(columns={"run": "finished"})
+    return frame
 
 
 def table18_notes(frame: pd.DataFrame, extra: Sequence[str] = ()) -> list[str]:
@@ -113,7 +122,7 @@ def table18_notes(frame: pd.DataFrame, extra: Sequence[str] = ()) -> list[str]:
     notes = ["Each cell: this project (paper, SSRN Table 18). V = members' mean best-epoch validation "
              "metric; T, correlations and Sharpe ratios = the ensemble on the test set; — = not run or not "
              "computable (e.g. no decile portfolio could be formed)."]
-    run = frame[frame["run"]]
+    run = frame[frame["finished"]]
     sizes = sorted({int(m) for m in run["members"]})
     if sizes and sizes != [PAPER_ENSEMBLE]:
         if len(sizes) == 1:
@@ -122,7 +131,7 @@ def table18_notes(frame: pd.DataFrame, extra: Sequence[str] = ()) -> list[str]:
         else:
             per = ", ".join(f"{m}: {int(k)}" for m, k in zip(run["model"], run["members"]))
             notes.append(f"Ensemble sizes differ between variants ({per}; paper: {PAPER_ENSEMBLE}).")
-    missing = frame.loc[~frame["run"], "model"].tolist()
+    missing = frame.loc[~frame["finished"], "model"].tolist()
     if missing:
         notes.append(f"Not run: {', '.join(missing)}.")
     notes.extend(extra)

@@ -109,7 +109,8 @@ def panel_blocks(panel_dir: Path, keys: pd.DataFrame, window: int, year: int
 def _run_interpret(cfg) -> Path:  # noqa: ANN001, C901 - one stage, read top to bottom
     from pipeline import paths
     from pipeline.config import save_resolved, section_hash
-    from pipeline.gradcam.core import locate_rows, member_indices
+    from pipeline.gradcam.core import locate_rows
+    from pipeline.runs import member_indices
     from pipeline.images.render import layout
     from pipeline.images.store import ImageSet, label_suffix
     from pipeline.interpret import (class_model, embedding, figures, filters, occlusion, regions,

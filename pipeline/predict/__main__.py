@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pipeline.cli import run_stage
+from pipeline.cli import model_option, run_stage
 
 
 def _body(cfg, args) -> None:  # noqa: ANN001
     from pipeline.predict.core import predict_run
 
-    print(predict_run(cfg, args.model))
-
-
-def _extra(p) -> None:  # noqa: ANN001
-    p.add_argument("--model", default=None, help="registry name of the run to predict with")
+    print(predict_run(cfg))
 
 
 if __name__ == "__main__":
-    run_stage("Predict P(up) for every out-of-sample image with the trained ensemble.", _body, extra=_extra)
+    run_stage("Predict P(up) for every out-of-sample image with the trained ensemble.", _body,
+              extra=model_option)

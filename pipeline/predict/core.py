@@ -1,6 +1,6 @@
 """Out-of-sample prediction: every test-year image -> each member's and the ensemble's P(up).
 
-    predict_run(cfg, model=None) -> run_dir/predictions.parquet
+    predict_run(cfg) -> run_dir/predictions.parquet
 
 P(up) = softmax(logits)[:, 1] of each member (eval mode, best weights), mapped through the member's
 validation-fitted calibration when ``train.calibration`` is not "none"; the ensemble P(up) is the
@@ -46,7 +46,7 @@ from pipeline.train import ddp
 from pipeline.train.data import norm_for_year, normalise, oos_years
 from pipeline.train.calibration import apply_calibration
 from pipeline.runs import MODEL_CARD, ModelArtifactError, load_ensemble, read_model_card
-from pipeline.train.loop import Runtime, check_images_current, resolve_runtime, run_config, set_threads
+from pipeline.train.loop import Runtime, check_images_current, resolve_runtime, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -234,34 +234,38 @@ def _predict_job(rc: Config, members: list[int]) -> list[int]:
     return predict_parts(rc, members, rt)
 
 
-def predict_run(cfg: Config, model: str | None = None) -> Path:
+def predict_run(cfg: Config) -> Path:
     """Write run_dir/predictions.parquet for every test-year image; resumable per member and year
     (:func:`predict_parts`), skipped when done for the same trained run. Members predict in
     ``train.parallel_members`` processes when that is set (one per GPU on CUDA; on a CPU, by
     default, one process with all the threads). The table is written
     year by year, so a test set of millions of images never sits in memory at once. Returns the
     predictions path."""
-    rc = run_config(cfg, model)
-    t = rc.train
-    run = paths.run_dir(rc)
+    t = cfg.train
+    run = paths.run_dir(cfg)
     train_marker = marker_path(run, "_TRAIN_DONE")
     if not train_marker.exists():
         raise FileNotFoundError(f"{run} is not a finished training run: run `make train` first")
-    image_set = ImageSet(paths.images_dir(rc, t.image_set))
+    image_set = ImageSet(paths.images_dir(cfg, t.image_set))
     # The tickers are the panel's the set was built from: refuse a set stale against that panel.
-    check_images_current(rc, image_set)
-    years = oos_years(rc, image_set)
+    check_images_current(cfg, image_set)
+    years = oos_years(cfg, image_set)
     rt = resolve_runtime(t, ddp.resolve_device(t.device))
-    settings = section_hash({"train": read_json(train_marker)["hash"], "years": years,
+    train_hash = read_json(train_marker)["hash"]
+    settings = section_hash({"train": train_hash, "years": years,
                              "precision": rt.precision,
                              "counts": [image_set.count(y) for y in years],
                              "format": PREDICTIONS_FORMAT})
     out = run / "predictions.parquet"
     if is_done(run, settings, "_PREDICT_DONE") and out.exists():
+        done = read_json(marker_path(run, "_PREDICT_DONE"))
+        if done.get("trained") != train_hash:  # a marker from before it named the training
+            mark_done(run, settings, "_PREDICT_DONE",
+                      **{**{k: v for k, v in done.items() if k != "hash"}, "trained": train_hash})
         log.info("%s: predictions up to date, skipping", out)
         return out
     t_start = time.perf_counter()  # wall time of this invocation (parts done earlier are reused)
-    tickers = stock_tickers(rc, image_set)  # a broken id map fails before anything is predicted
+    tickers = stock_tickers(cfg, image_set)  # a broken id map fails before anything is predicted
     k = t.ensemble
     with folder_lock(run / "predict_parts", "predict"):
         n = (remove_stale_temps(run / "predict_parts")
@@ -282,7 +286,7 @@ def predict_run(cfg: Config, model: str | None = None) -> Path:
         requested = t.parallel_members if t.parallel_members is not None or rt.device.type == "cuda" else 1
         workers = plan_workers(requested, len(left), rt.device.type)
         if workers > 1:
-            groups = {f"members {left[w::workers]}": (rc, left[w::workers]) for w in range(workers)}
+            groups = {f"members {left[w::workers]}": (cfg, left[w::workers]) for w in range(workers)}
             threads = threads_per_worker(workers, t.threads)
             log.info("predicting members %s in %d processes of %d thread(s)", left, workers, threads)
             _, failed = run_jobs(_predict_job, groups, workers, threads, desc="predict")
@@ -292,9 +296,10 @@ def predict_run(cfg: Config, model: str | None = None) -> Path:
         elif left:
             if rt.device.type == "cpu":
                 set_threads(t)
-            predict_parts(rc, left, rt)
-        rows = _write_predictions(rc, run, image_set, years, out, tickers)
-    mark_done(run, settings, "_PREDICT_DONE", rows=rows,
+            predict_parts(cfg, left, rt)
+        rows = _write_predictions(cfg, run, image_set, years, out, tickers)
+    # ``trained``: the training these predictions come from (runs.require_current_predictions).
+    mark_done(run, settings, "_PREDICT_DONE", trained=train_hash, rows=rows,
               seconds=round(time.perf_counter() - t_start, 1))
     return out
 

@@ -22,7 +22,6 @@ standard deviations over the horizon); rank and decile sort on it, as they sort 
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import pandas as pd
 
 from pipeline.errors import InputError
 from pipeline import paths
-from pipeline.config import Config, is_regression, save_resolved
+from pipeline.config import Config, derive, is_regression, save_resolved
 from pipeline.images import windows
 from pipeline.images.render import REJECTION_REASONS, render_windows
 from pipeline.evaluate.portfolios import assign_deciles
@@ -200,11 +199,12 @@ def scoring_panel(cfg: Config, panel_dir: str | Path | None = None, source: str 
     if source is not None or path is not None:
         from pipeline.panel.build import build_panel
 
-        c = copy.deepcopy(cfg)
-        c.panel.source = source or c.panel.source
-        c.panel.path = path if path is not None else c.panel.path
-        if c.panel.source != "synthetic":
-            c.panel.end = "2262-04-11"  # the last day pandas can hold: no end date
+        changes: dict = {"panel.source": source or cfg.panel.source}
+        if path is not None:
+            changes["panel.path"] = path
+        if changes["panel.source"] != "synthetic":
+            changes["panel.end"] = "2262-04-11"  # the last day pandas can hold: no end date
+        c = derive(cfg, changes)
         df, stocks, _ = build_panel(c)
         return df, stocks, f"{c.panel.source} files {c.panel.path}"
     d = Path(panel_dir) if panel_dir is not None else paths.panel_dir(cfg)

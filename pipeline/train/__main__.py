@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.cli import run_stage
+from pipeline.cli import model_option, run_stage
 
 
 def _body(cfg, args) -> None:  # noqa: ANN001
@@ -17,12 +17,8 @@ def _body(cfg, args) -> None:  # noqa: ANN001
         return
     from pipeline.train.loop import train_run
 
-    train_run(cfg, args.model)
-
-
-def _extra(p) -> None:  # noqa: ANN001
-    p.add_argument("--model", default=None, help="registry name to train instead of train.model")
+    train_run(cfg)
 
 
 if __name__ == "__main__":
-    run_stage("Train the CNN ensemble on the in-sample images.", _body, extra=_extra)
+    run_stage("Train the CNN ensemble on the in-sample images.", _body, extra=model_option)

@@ -37,7 +37,7 @@ import torch
 from pipeline.errors import InputError
 from pipeline.config import FREQUENCIES, Config, is_regression, split_years
 from pipeline.images.labels import regression_target
-from pipeline.images.store import PERIOD_OF_HORIZON, ImageSet, label_suffix
+from pipeline.images.store import ImageSet, label_suffix
 from pipeline.paths import images_dir
 
 log = logging.getLogger(__name__)
@@ -398,5 +398,4 @@ def collate_batch(batch):  # noqa: ANN001, ANN201 - DataLoader passes __getitems
 
 __all__ = ["SampleIndex", "MemmapImages", "build_index", "insample_index", "split_member",
            "compute_norm", "normalise", "norm_for_year", "label_window_end", "leakage_keep",
-           "fixed_cutoff_keep", "select_labels", "insample_years", "oos_years", "collate_batch",
-           "PERIOD_OF_HORIZON"]
+           "fixed_cutoff_keep", "select_labels", "insample_years", "oos_years", "collate_batch"]

@@ -15,10 +15,8 @@ only (docs/recovery.md).
 
 from __future__ import annotations
 
-import copy
 
-from pipeline.config import Config, ConfigError
-
+from pipeline.config import Config, ConfigError, derive
 RECIPES: dict[str, dict] = {
     "paper": {},
     "fast": {"lr": 1e-4, "head_init": "base_rate"},
@@ -31,7 +29,4 @@ def apply_recipe(cfg: Config, name: str) -> Config:
     """A deep copy of ``cfg`` with recipe ``name``'s train settings applied."""
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
-    out = copy.deepcopy(cfg)
-    for k, v in RECIPES[name].items():
-        setattr(out.train, k, v)
-    return out
+    return derive(cfg, {f"train.{k}": v for k, v in RECIPES[name].items()})

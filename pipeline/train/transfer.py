@@ -28,7 +28,6 @@ both settings. The run folder's name ends in ``-direct_from_<source>`` / ``-head
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -37,8 +36,8 @@ import torch
 from torch import nn
 
 from pipeline import paths
-from pipeline.config import (PROCESS_SETTINGS, Config, ConfigError, check_transfer_fits, hash_view,
-                             load_config, save_resolved, section_hash)
+from pipeline.config import (PROCESS_SETTINGS, Config, ConfigError, check_transfer_fits, derive,
+                             hash_view, load_config, save_resolved, section_hash)
 from pipeline.errors import InputError
 from pipeline.images.store import ImageSet
 from pipeline.io import (atomic_write_bytes, atomic_write_text, folder_lock, is_done, mark_done, marker_path,
@@ -66,7 +65,7 @@ def source_run_dir(cfg: Config) -> Path:
     x = cfg.transfer
     if x.source_config is None:
         return Path(str(x.source_run))
-    src = dataclasses.replace(load_config(x.source_config), data_dir=cfg.data_dir)
+    src = derive(load_config(x.source_config), {"data_dir": cfg.data_dir})
     return src.experiment_dir / "runs" / (x.source_run or paths.run_name(src))
 
 
