@@ -24,7 +24,6 @@ the first conv (one input channel) is a :class:`StemConv2d` (im2col + matmul), m
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +36,12 @@ ACTIVATIONS = ("lrelu", "relu")
 def conv_output_size(n: int, kernel: int, stride: int = 1, dilation: int = 1, padding: int = 0) -> int:
     """Output length of a convolution along one axis of input length ``n`` (torch's Conv2d rule)."""
     return (n + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def pool_output_size(n: int, size: int, ceil_mode: bool = True) -> int:
+    """Output length of a max-pool with kernel = stride = ``size`` along one axis of length ``n``
+    (no padding); ``ceil_mode`` keeps the partial last window, as the paper's pools do."""
+    return -(-n // size) if ceil_mode else n // size
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,7 @@ class ModelSpec:
             d = self.first_dilation if i == 0 else (1, 1)
             hc = conv_output_size(h, self.kernel[0], s[0], d[0], self.padding[0])
             wc = conv_output_size(w, self.kernel[1], s[1], d[1], self.padding[1])
-            h, w = math.ceil(hc / self.pool[0]), math.ceil(wc / self.pool[1])
+            h, w = pool_output_size(hc, self.pool[0]), pool_output_size(wc, self.pool[1])
             out.append((c, hc, wc, h, w))
         return out
 
@@ -158,8 +163,7 @@ class FastMaxPool2d(nn.MaxPool2d):
                 or _pair(self.padding) != (0, 0) or _pair(self.dilation) != (1, 1) or self.return_indices):
             return super().forward(x)
         n, c, h, w = x.shape
-        ho = -(-h // kh) if self.ceil_mode else h // kh
-        wo = -(-w // kw) if self.ceil_mode else w // kw
+        ho, wo = pool_output_size(h, kh, self.ceil_mode), pool_output_size(w, kw, self.ceil_mode)
         cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         out = torch.empty((n, c, ho, wo), dtype=x.dtype, device=x.device,
                           memory_format=torch.channels_last if cl else torch.contiguous_format)
