@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from pipeline import paths
 from pipeline.config import FREQUENCY_HORIZON, Config, parse_image_set
+from pipeline.evaluate.conventions import HL
 from pipeline.images.store import ImageSet, label_suffix
 from pipeline.panel.store import PanelMeta
 from pipeline.io import ArtifactError, read_json  # ArtifactError re-exported (report callers)
@@ -290,7 +291,7 @@ def hl_returns(portfolios: pd.DataFrame) -> pd.DataFrame:
     need = {"date", "strategy", "weighting", "decile", "ret"}
     if not need <= set(portfolios.columns):
         raise ArtifactError(f"portfolios.parquet lacks columns {sorted(need - set(portfolios.columns))}")
-    hl = portfolios[portfolios["decile"].astype(str) == "H-L"]
+    hl = portfolios[portfolios["decile"].astype(str) == HL]
     return hl.pivot_table(index="date", columns=["strategy", "weighting"], values="ret",
                           aggfunc="first").sort_index()
 
@@ -437,7 +438,7 @@ def hl_by_run(experiment_dirs: list[str | Path] | str | Path, weighting: str = "
         for p in sorted((exp / "eval").glob("*/portfolios.parquet")):
             port = pd.read_parquet(p, columns=["date", "strategy", "weighting", "decile", "ret"])
             sel = port[(port["strategy"] == strategy) & (port["weighting"] == weighting)
-                       & (port["decile"].astype(str) == "H-L")]
+                       & (port["decile"].astype(str) == HL)]
             if len(sel):
                 cols[f"{exp.name}/{p.parent.name}"] = sel.set_index("date")["ret"].sort_index()
     if not cols:

@@ -22,7 +22,8 @@ from pipeline import paths
 from pipeline.ablations.table import TEXT_HEADERS, format_table18
 from pipeline.config import split_years
 from pipeline.evaluate import plots
-from pipeline.evaluate.conventions import conventions_text, frequency_of_horizon, weighting_label
+from pipeline.evaluate.benchmarks import BENCHMARKS
+from pipeline.evaluate.conventions import HL, conventions_text, frequency_of_horizon, weighting_label
 from pipeline.report.artifacts import (EvalArtifacts, Experiment, formatted_eval_table, hl_by_run, hl_returns,
                                        run_roots)
 from pipeline.report import extensions as ext
@@ -269,6 +270,10 @@ def section_metrics(exp: Experiment, config_ref: str) -> Section:
 
 
 def _conventions(exp: Experiment) -> str:
+    """The evaluation's own conventions note (metrics.json); rebuilt from the config only for an
+    evaluation written before metrics.json carried it, or when there is none."""
+    if exp.evaluation is not None and exp.evaluation.metrics.get("conventions"):
+        return str(exp.evaluation.metrics["conventions"])
     proxy = bool(exp.panel and exp.panel.meta.mktcap_is_proxy)
     return conventions_text(frequency_of_horizon(exp.cfg.train.horizon), proxy,
                             exp.cfg.evaluate.weights,
@@ -345,7 +350,7 @@ def section_portfolios(exp: Experiment, config_ref: str) -> Section:
         return sec.not_run("evaluate", "predict evaluate", config_ref, "the decile portfolios")
     t = formatted_eval_table(e, "deciles")
     if t is not None:
-        sec.blocks.append(stage_table_block(*t, highlight=("H-L",)))
+        sec.blocks.append(stage_table_block(*t, highlight=(HL,)))
     else:
         sec.status = "partial"
         sec.blocks.append(note("The evaluation wrote no tables/deciles.md or .csv."))
@@ -386,8 +391,7 @@ def _main_strategy(hl: pd.DataFrame) -> str | None:
     strategies = list(dict.fromkeys(hl.columns.get_level_values(0)))
     if "CNN" in strategies:
         return "CNN"
-    benchmarks = {"MOM", "STR", "WSTR", "TREND"}
-    cnn = [s for s in strategies if s not in benchmarks]
+    cnn = [s for s in strategies if s not in BENCHMARKS]
     return cnn[0] if cnn else None
 
 
@@ -423,7 +427,7 @@ def section_benchmarks(exp: Experiment, config_ref: str) -> Section:
     for stem in bench_stems:
         bt = formatted_eval_table(e, stem)
         if bt is not None:
-            sec.blocks.append(stage_table_block(*bt, highlight=("H-L",), notes=False))
+            sec.blocks.append(stage_table_block(*bt, highlight=(HL,), notes=False))
     if not shown:
         sec.status = "partial"
         sec.blocks.append(note("The evaluation wrote no benchmark table and portfolios.parquet has only "
