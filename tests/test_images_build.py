@@ -202,6 +202,25 @@ def test_refuses_panels_violating_the_contract(tmp_path):
     assert len(df)
 
 
+def test_panel_keys_read_in_parallel_equal_the_serial_read_and_name_the_first_bad_year(tmp_path):
+    panel = tmp_path / "t" / "panel"
+    write_tiny(panel)
+    one, two = build.read_panel_keys(panel, threads=1), build.read_panel_keys(panel, threads=2)
+    for f in ("stock_ids", "offsets", "days", "ret", "mktcap", "calendar"):
+        a, b = getattr(one, f), getattr(two, f)
+        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), f
+    years = sorted(int(p.name.split("=")[1]) for p in panel.glob("year=*"))
+    assert len(years) >= 2
+    for y, bad in zip(years[:2], ("duplicate", "columns")):
+        f = panel / f"year={y}" / "part.parquet"
+        part = pd.read_parquet(f)
+        write_parquet(f, pd.concat([part.iloc[:3], part.iloc[2:]], ignore_index=True)
+                      if bad == "duplicate" else part.drop(columns=["mktcap"]))
+    # Both years are bad; the error is the earlier year's, as a read year by year would give.
+    with pytest.raises(PanelContractError, match=rf"year={years[0]}.*duplicate"):
+        build.read_panel_keys(panel, threads=2)
+
+
 def test_contact_sheet_is_redrawn_only_when_the_set_or_its_settings_change(built):
     import os
 

@@ -12,7 +12,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from pipeline.direction import classifier_up, confusion_counts, confusion_metrics, paired
+from pipeline.direction import (P_UP_THRESHOLD, classifier_up, confusion_counts, confusion_metrics,
+                                paired)
 from pipeline.evaluate.statistics import newey_west_t
 
 log = logging.getLogger(__name__)
@@ -139,9 +140,10 @@ def ic_summary(ic: pd.DataFrame) -> dict:
 
 
 def accuracy_cluster_se(p_up: np.ndarray, ret: np.ndarray, dates: np.ndarray,
-                        threshold: float = 0.5) -> float:
+                        threshold: float = P_UP_THRESHOLD) -> float:
     """Standard error of the pooled accuracy with dates as clusters (predicted up = p_up >
-    ``threshold``: 0.5 for P(up), 0 for a regression run's predicted return).
+    ``threshold``: ``direction.P_UP_THRESHOLD`` for P(up), ``direction.SIGN_THRESHOLD`` for a
+    regression run's predicted return).
 
     Images of one date share that period's market move, so their hits are correlated and the
     binomial sqrt(a(1-a)/n) understates the error. Cluster-robust: sqrt(sum_g (n_g (a_g - a))^2) / n

@@ -49,6 +49,7 @@ from pipeline.config import Config, image_set_spec, parse_image_set, save_resolv
 from pipeline.images import labels as labels_mod
 from pipeline.images import windows
 from pipeline.images.executor import Executor
+from pipeline.procs import usable_cores
 from pipeline.images.store import IMAGE_SHAPES, LABEL_TABLE_COLUMNS
 from pipeline.io import (atomic_path, folder_lock, is_done, mark_done, marker_path, read_json,
                          remove_stale_temps, require_done, write_json, write_parquet)
@@ -111,49 +112,74 @@ def _check_year_keys(sid: np.ndarray, days: np.ndarray, ret: np.ndarray, year: i
                                      f"date={np.datetime64(int(days[i]), 'D')})")
 
 
-def read_panel_keys(panel_dir: str | Path) -> PanelKeys:
+@dataclass
+class _YearKeys:
+    """The checked key columns of one panel year file (rows in file order, (stock, date))."""
+
+    stock_ids: np.ndarray  # int64 (k,) the year's stocks, in file order
+    lengths: np.ndarray  # int64 (k,) their row counts
+    days: np.ndarray  # int64 (n,) days since the epoch
+    ret: np.ndarray  # float64 (n,)
+    mktcap: np.ndarray  # float64 (n,)
+    calendar: np.ndarray  # int64 (d,) the year's trading days, sorted
+
+
+def _read_year_keys(panel_dir: Path, year: int) -> _YearKeys:
+    """Read and check the key columns of one year file (see :func:`read_panel_keys`)."""
+    f = panel_dir / f"year={year}" / "part.parquet"
+    if not f.exists():
+        raise FileNotFoundError(f"panel {panel_dir}: meta.json lists {year} but {f} is missing")
+    pf = pq.ParquetFile(f)
+    have = set(pf.schema_arrow.names)
+    missing = [c for c in PANEL_COLUMNS if c not in have]
+    if missing:
+        raise PanelContractError(f"{f}: missing columns {missing}")
+    # use_threads=False: the years are read in parallel by read_panel_keys' threads.
+    t = pf.read(columns=KEY_COLUMNS, use_threads=False)
+    sid = t.column("stock_id").to_numpy()
+    if not np.issubdtype(sid.dtype, np.integer):
+        raise PanelContractError(f"{f}: stock_id must be integer, got {sid.dtype}")
+    d = t.column("date").to_numpy()
+    if not np.issubdtype(d.dtype, np.datetime64):
+        raise PanelContractError(f"{f}: date must be datetime64, got {d.dtype}")
+    try:
+        day = windows.to_days(d)
+    except ValueError as e:
+        raise PanelContractError(f"{f}: {e}") from None
+    ret = t.column("ret").to_numpy(zero_copy_only=False).astype(np.float64)
+    _check_year_keys(sid, day, ret, year, str(f))
+    ids, off = windows.stock_offsets(sid)
+    # The year's trading days (all inside the year, checked above) without a sort.
+    lo = int(np.datetime64(f"{year}-01-01", "D").astype(np.int64))
+    present = np.zeros(367, dtype=bool)
+    present[day - lo] = True
+    return _YearKeys(ids.astype(np.int64), np.diff(off), day, ret,
+                     t.column("mktcap").to_numpy(zero_copy_only=False).astype(np.float64),
+                     lo + np.flatnonzero(present))
+
+
+def read_panel_keys(panel_dir: str | Path, threads: int | None = None) -> PanelKeys:
     """Read and check the key columns of every year of a panel (METHOD 2.7 contract).
+
+    The year files are read by ``threads`` threads (default: the usable cores; pyarrow and numpy
+    release the GIL); a bad file is reported as it would be reading the years one by one (the
+    earliest bad year's error).
 
     Raises PanelContractError naming the file and row for a missing return, unsorted or
     duplicate (stock_id, date) rows, a date outside its year partition, or a date with a time.
     """
     panel_dir = Path(panel_dir)
     meta = read_meta(panel_dir)
-    days_l, rets, caps, cal = [], [], [], []
-    seg_sid, seg_len = [], []  # per year: its stocks and their row counts, in file order
-    for y in meta.years:
-        f = panel_dir / f"year={y}" / "part.parquet"
-        if not f.exists():
-            raise FileNotFoundError(f"panel {panel_dir}: meta.json lists {y} but {f} is missing")
-        pf = pq.ParquetFile(f)
-        have = set(pf.schema_arrow.names)
-        missing = [c for c in PANEL_COLUMNS if c not in have]
-        if missing:
-            raise PanelContractError(f"{f}: missing columns {missing}")
-        t = pf.read(columns=KEY_COLUMNS)
-        sid = t.column("stock_id").to_numpy()
-        if not np.issubdtype(sid.dtype, np.integer):
-            raise PanelContractError(f"{f}: stock_id must be integer, got {sid.dtype}")
-        d = t.column("date").to_numpy()
-        if not np.issubdtype(d.dtype, np.datetime64):
-            raise PanelContractError(f"{f}: date must be datetime64, got {d.dtype}")
-        try:
-            day = windows.to_days(d)
-        except ValueError as e:
-            raise PanelContractError(f"{f}: {e}") from None
-        ret = t.column("ret").to_numpy(zero_copy_only=False).astype(np.float64)
-        _check_year_keys(sid, day, ret, y, str(f))
-        ids, off = windows.stock_offsets(sid)
-        seg_sid.append(ids.astype(np.int64))
-        seg_len.append(np.diff(off))
-        days_l.append(day)
-        # The year's trading days (all inside the year, checked above) without a sort.
-        lo = int(np.datetime64(f"{y}-01-01", "D").astype(np.int64))
-        present = np.zeros(367, dtype=bool)
-        present[day - lo] = True
-        cal.append(lo + np.flatnonzero(present))
-        rets.append(ret)
-        caps.append(t.column("mktcap").to_numpy(zero_copy_only=False).astype(np.float64))
+    n_threads = max(1, min(threads or usable_cores(), len(meta.years) or 1))
+    with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="panel-keys") as pool:
+        years = list(pool.map(lambda y: _read_year_keys(panel_dir, y), meta.years))
+    days_l = [k.days for k in years]
+    rets = [k.ret for k in years]
+    caps = [k.mktcap for k in years]
+    seg_sid = [k.stock_ids for k in years]
+    seg_len = [k.lengths for k in years]
+    cal = [k.calendar for k in years]
+    del years
     if not days_l:
         raise PanelContractError(f"panel {panel_dir} has no rows")
     # Each year is sorted by (stock, date) and the years follow in time, so (stock, date) order
