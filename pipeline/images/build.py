@@ -43,18 +43,18 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipeline.errors import InputError
 from pipeline import paths
 from pipeline.config import Config, image_set_spec, parse_image_set, save_resolved, section_hash
+from pipeline.errors import InputError
 from pipeline.images import labels as labels_mod
 from pipeline.images import windows
 from pipeline.images.executor import Executor
-from pipeline.procs import usable_cores
 from pipeline.images.store import IMAGE_SHAPES, LABEL_TABLE_COLUMNS
 from pipeline.io import (atomic_path, folder_lock, is_done, mark_done, marker_path, read_json,
                          remove_stale_temps, require_done, write_json, write_parquet)
 from pipeline.panel.build import panel_settings_hash
 from pipeline.panel.store import PANEL_COLUMNS, PanelContractError, read_meta
+from pipeline.procs import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def read_panel_keys(panel_dir: str | Path, threads: int | None = None) -> PanelK
     """
     panel_dir = Path(panel_dir)
     meta = read_meta(panel_dir)
-    n_threads = max(1, min(threads or usable_cores(), len(meta.years) or 1))
+    n_threads = max(1, min(threads or usable_cores(), len(meta.years)))
     with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="panel-keys") as pool:
         years = list(pool.map(lambda y: _read_year_keys(panel_dir, y), meta.years))
     days_l = [k.days for k in years]
